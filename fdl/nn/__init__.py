@@ -1,0 +1,29 @@
+"""fdl.nn: layers as pairs of pure functions.
+
+The contract (see `fdl.nn.core`): a `Layer` is `(init, apply)` with
+`init(key, input_shape) -> (output_shape, params, state)` and
+`apply(params, state, x, *, key=None, train=False) -> (y, state)`; shapes and
+`x` are per example. Layouts are channels-last: sequences `(length, channels)`,
+images `(height, width, channels)`, volumes `(depth, height, width, channels)`.
+`fdl.batched(model)` lifts a model over a batch with `jax.vmap(axis_name="batch")`.
+"""
+from fdl.nn.activations import (
+    Activation, Elu, Gelu, Identity, LeakyRelu, LogSoftmax, Relu, Sigmoid, Silu, Softmax, Tanh,
+    elu, gelu, get_activation, identity, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, tanh,
+)
+from fdl.nn.combinators import FanInConcat, FanInSum, parallel, residual, serial
+from fdl.nn.core import Layer, ShapeError, batched, init_child, named
+from fdl.nn.dense import Dense
+from fdl.nn.initializers import get_initializer
+from fdl.nn.reshape import Flatten, Reshape
+from fdl.nn.summary import summary
+
+__all__ = [
+    "Layer", "ShapeError", "batched", "init_child", "named", "summary", "get_initializer",
+    "serial", "parallel", "residual", "FanInSum", "FanInConcat",
+    "Dense", "Flatten", "Reshape",
+    "Activation", "Identity", "Relu", "LeakyRelu", "Elu", "Gelu", "Silu", "Tanh", "Sigmoid",
+    "Softmax", "LogSoftmax", "get_activation",
+    "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax",
+    "identity",
+]
