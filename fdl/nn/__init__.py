@@ -14,14 +14,18 @@ from fdl.nn.activations import (
 from fdl.nn.combinators import FanInConcat, FanInSum, parallel, residual, serial
 from fdl.nn.core import Layer, ShapeError, batched, init_child, named
 from fdl.nn.dense import Dense
+from fdl.nn.dropout import Dropout
+from fdl.nn.embedding import Embedding, PositionalEmbedding
 from fdl.nn.initializers import get_initializer
+from fdl.nn.normalization import BatchNorm, GroupNorm, LayerNorm
 from fdl.nn.reshape import Flatten, Reshape
 from fdl.nn.summary import summary
 
 __all__ = [
     "Layer", "ShapeError", "batched", "init_child", "named", "summary", "get_initializer",
     "serial", "parallel", "residual", "FanInSum", "FanInConcat",
-    "Dense", "Flatten", "Reshape",
+    "Dense", "Dropout", "Flatten", "Reshape", "BatchNorm", "LayerNorm", "GroupNorm",
+    "Embedding", "PositionalEmbedding",
     "Activation", "Identity", "Relu", "LeakyRelu", "Elu", "Gelu", "Silu", "Tanh", "Sigmoid",
     "Softmax", "LogSoftmax", "get_activation",
     "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax",

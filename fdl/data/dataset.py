@@ -1,0 +1,73 @@
+"""The in-memory dataset containers: `Split` (one split's arrays) and `Dataset`.
+
+Arrays stay numpy on the host; the training engine moves batches to the device.
+Constructing these containers does not validate the arrays: the loaders in
+`fdl.data.sources` (and `from_arrays`) run `fdl.data.validate` before building
+them, so a `Dataset` obtained from a loader always holds float32 features,
+int32 class labels (or float32 targets) and finite values.
+"""
+import dataclasses
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+from fdl.typing import Shape
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class Split(NamedTuple):
+    """One split: arrays with a leading example axis of length n.
+
+    Attributes:
+        x: (n, *feature_shape) float32 features.
+        y: (n,) int32 class labels, (n, *target_shape) float32 regression
+            targets, or None for unlabeled data.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+
+    @property
+    def num_examples(self) -> int:
+        """n, the length of the leading example axis (`len(split)` is the field count, 2)."""
+        return self.x.shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A named dataset with up to three splits and its metadata.
+
+    Attributes:
+        name: Used in error messages and run records, e.g. "mnist1d".
+        train: The training split.
+        val: Validation split, or None (see `fdl.data.train_val_split`).
+        test: Test split, or None.
+        num_classes: Number of classes for classification; None for regression
+            or unlabeled data.
+        class_names: Optional human-readable name per class.
+        feature_shape: Per-example feature shape, e.g. (40,) or (28, 28, 1);
+            derived from `train.x` when left empty.
+        extras: Dataset-level arrays that are not per-example splits, e.g.
+            mnist1d's time grid `t: (40,)`.
+    """
+
+    name: str
+    train: Split
+    val: Split | None = None
+    test: Split | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    feature_shape: Shape = ()
+    extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.feature_shape:
+            # frozen dataclass: object.__setattr__ is the documented way to derive a field.
+            object.__setattr__(self, "feature_shape", tuple(self.train.x.shape[1:]))
+
+    def splits(self) -> dict[str, Split]:
+        """Returns the splits that are present, in the order train, val, test."""
+        present = {name: getattr(self, name) for name in SPLIT_NAMES}
+        return {name: split for name, split in present.items() if split is not None}

@@ -1,0 +1,196 @@
+"""Load-time checks and dtype conversion for datasets.
+
+Every loader (and `from_arrays`) passes its `Dataset` through `validate_dataset`,
+so bad data fails when it is loaded, not three epochs into training. Errors are
+one-line `ValueError`s naming the dataset, the split, the array and the first
+bad index, e.g. ``dataset 'arrays' train.y[7] = 10 is outside [0, 10) — ...``.
+
+Dtype rule (decided here, once, for all loaders):
+    * Float features of any width become float32 by round-to-nearest (float64
+      keeps ~7 significant digits, as `torch.from_numpy(x).float()` and Keras'
+      default floatx do). A finite float64 value beyond float32's range
+      (|v| > 3.4e38) is rejected rather than silently becoming inf.
+    * Integer and bool features become float32 only when every value is exactly
+      representable (|v| <= 2**24); they are NOT rescaled (uint8 pixels stay
+      0..255; use `fdl.data.preprocess` or the image loaders, which scale to [0, 1]).
+    * Object, string, bytes, complex and datetime features are rejected.
+    * Classification labels (num_classes set) may be integers or whole-valued
+      floats (as read from a CSV); they become int32 of shape (n,).
+    * Regression targets (num_classes None) follow the feature rule.
+"""
+import dataclasses
+import numbers
+
+import numpy as np
+
+from fdl.data.dataset import Dataset, Split
+from fdl.typing import Shape
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_EXACT_INT = 2**24  # every integer with |v| <= 2**24 is exact in float32
+
+
+def _first_true(mask: np.ndarray) -> tuple[int, ...]:
+    """Index of the first True of `mask` in C order (the smallest example index first)."""
+    return tuple(int(i) for i in np.unravel_index(np.argmax(mask), mask.shape))
+
+
+def _first_bad_message(where: str, mask: np.ndarray, values: np.ndarray, problem: str) -> str:
+    index = _first_true(mask)
+    position = f" at feature index {index[1:]}" if len(index) > 1 else ""
+    return f"{where}[{index[0]}] holds {values[index].item()!r}{position}, {problem}"
+
+
+def as_float32(values: np.ndarray, where: str) -> np.ndarray:
+    """Converts real-valued data to float32 following the module's dtype rule.
+
+    Args:
+        values: (n, ...) array of any real dtype.
+        where: Name used in errors, e.g. "dataset 'mnist' train.x".
+
+    Returns:
+        (n, ...) float32 array, finite everywhere.
+
+    Raises:
+        ValueError: non-real dtype, a value float32 cannot hold, or NaN/Inf.
+    """
+    values = np.asarray(values)
+    kind = values.dtype.kind
+    if kind in "iub":
+        too_big = (values > _FLOAT32_EXACT_INT) | (values < -_FLOAT32_EXACT_INT)
+        if too_big.any():
+            raise ValueError(_first_bad_message(
+                where, too_big, values, "which float32 cannot represent exactly "
+                "(|v| > 2**24) — rescale it before loading"))
+    elif kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            raise ValueError(_first_bad_message(
+                where, ~finite, values, "which is not finite — drop or impute that example"))
+        too_big = np.abs(values) > _FLOAT32_MAX
+        if too_big.any():
+            raise ValueError(_first_bad_message(
+                where, too_big, values, "beyond float32's range (±3.4e38) — rescale it "
+                "before loading"))
+    else:
+        raise ValueError(f"{where} has dtype {values.dtype}; expected real numbers (float, "
+                         "int or bool) — parse and convert it with .astype(np.float32) first")
+    return values.astype(np.float32, copy=False)
+
+
+def as_class_labels(labels: np.ndarray, where: str, num_classes: int) -> np.ndarray:
+    """Checks classification labels and converts them to int32.
+
+    Args:
+        labels: (n,) integer or whole-valued float class indices.
+        where: Name used in errors, e.g. "dataset 'mnist' train.y".
+        num_classes: Labels must lie in [0, num_classes).
+
+    Returns:
+        (n,) int32 labels.
+
+    Raises:
+        ValueError: wrong rank, non-numeric dtype, a fractional label or one
+            outside [0, num_classes).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{where} has shape {labels.shape}; classification labels must be "
+                         "(n,) class indices — for one-hot rows pass y.argmax(axis=1)")
+    if labels.dtype.kind == "f":
+        fractional = ~np.isfinite(labels) | (labels != np.round(labels))
+        if fractional.any():
+            raise ValueError(_first_bad_message(
+                where, fractional, labels, "not a whole number — classification labels "
+                "are class indices; pass num_classes=None for regression targets"))
+    elif labels.dtype.kind not in "iub":
+        raise ValueError(f"{where} has dtype {labels.dtype}; expected integer class indices")
+    outside = (labels < 0) | (labels >= num_classes)
+    if outside.any():
+        raise ValueError(_first_bad_message(
+            where, outside, labels, f"outside [0, {num_classes}) — class labels must be "
+            "0..num_classes-1"))
+    return labels.astype(np.int32)
+
+
+def _validate_split(split: Split, where: str, num_classes: int | None,
+                    feature_shape: Shape) -> Split:
+    """Checks one split's lengths, shapes and values; returns it converted."""
+    x = np.asarray(split.x)
+    if x.ndim < 2:
+        raise ValueError(f"{where}.x has shape {x.shape}; expected (n, *feature_shape) with at "
+                         "least one feature axis — add one with x[:, None]")
+    if x.shape[0] == 0:
+        raise ValueError(f"{where} is empty (x has shape {x.shape}) — pass None for a split "
+                         "you do not have")
+    if x.shape[1:] != tuple(feature_shape):
+        raise ValueError(f"{where}.x has per-example shape {x.shape[1:]}, but the dataset's "
+                         f"feature_shape is {tuple(feature_shape)} — give every split the "
+                         "same feature shape")
+    if split.y is None:
+        return Split(as_float32(x, f"{where}.x"), None)
+    y = np.asarray(split.y)
+    num_labels = y.shape[0] if y.ndim else 0
+    if num_labels != x.shape[0]:
+        raise ValueError(f"{where}: x has {x.shape[0]} examples but y has {num_labels} (first "
+                         f"unmatched index {min(x.shape[0], num_labels)}) — give every example "
+                         "exactly one label")
+    if num_classes is None:
+        return Split(as_float32(x, f"{where}.x"), as_float32(y, f"{where}.y"))
+    return Split(as_float32(x, f"{where}.x"), as_class_labels(y, f"{where}.y", num_classes))
+
+
+def validate_dataset(dataset: Dataset) -> Dataset:
+    """Checks every split of `dataset` and returns a copy with converted arrays.
+
+    Args:
+        dataset: Any `Dataset`; its splits may hold arrays of any real dtype.
+
+    Returns:
+        The same dataset with float32 features, int32 labels (classification)
+        or float32 targets (regression).
+
+    Raises:
+        ValueError: one line naming the split, the array and the first bad index
+            (see the module docstring for the rules).
+    """
+    where = f"dataset {dataset.name!r}"
+    num_classes = dataset.num_classes
+    if num_classes is not None:
+        if not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise ValueError(f"{where}: num_classes must be a positive int, got {num_classes!r}")
+        num_classes = int(num_classes)  # a numpy integer would leak into configs and records
+    if dataset.class_names is not None and len(dataset.class_names) != num_classes:
+        raise ValueError(f"{where}: {len(dataset.class_names)} class_names for "
+                         f"num_classes={num_classes} — give one name per class")
+    checked = {name: _validate_split(split, f"{where} {name}", num_classes,
+                                     dataset.feature_shape)
+               for name, split in dataset.splits().items()}
+    return dataclasses.replace(dataset, num_classes=num_classes, **checked)
+
+
+def check_input_shape(dataset: Dataset, input_shape: Shape) -> None:
+    """Raises when the model's per-example input shape differs from the data's.
+
+    The engine calls this before `init`, so a missing channel axis is reported
+    in terms of the data rather than as a shape error deep inside a layer.
+
+    Args:
+        dataset: The dataset to train on.
+        input_shape: Per-example shape the model expects, e.g. (40, 1).
+
+    Raises:
+        ValueError: the shapes differ; the message gives the reshape that fixes
+            it when the number of values per example agrees.
+    """
+    data_shape, input_shape = tuple(dataset.feature_shape), tuple(input_shape)
+    if data_shape == input_shape:
+        return
+    if np.prod(data_shape) == np.prod(input_shape):
+        fix = (f"reshape with x.reshape((-1, {', '.join(map(str, input_shape))})) or start the "
+               f"model with Reshape({input_shape})")
+    else:
+        fix = (f"the sizes differ ({int(np.prod(data_shape))} vs {int(np.prod(input_shape))} "
+               "values per example) — check the model's input_shape")
+    raise ValueError(f"dataset {dataset.name!r} train.x has per-example shape {data_shape}, "
+                     f"model expects {input_shape} — {fix}")

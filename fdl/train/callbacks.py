@@ -1,0 +1,245 @@
+"""Callbacks: host-side hooks `fit` calls between compiled epochs.
+
+A callback sees a `Run` — the model, the current `TrainState`, the history —
+and may replace `run.state` (restore the best weights, lower the learning
+rate) or set `run.stop_training`. A plain callable `fn(epoch, logs)` is
+accepted too. Epochs are counted from 1 in logs, as Keras does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+
+from fdl.optim import _injected_states, set_hyperparameter
+from fdl.train.checkpoint import save_checkpoint
+
+
+@dataclasses.dataclass
+class Run:
+    """What callbacks see and may change during `fit`."""
+
+    model: Any
+    state: Any
+    epochs: int
+    steps_per_epoch: int
+    history: list = dataclasses.field(default_factory=list)
+    stop_training: bool = False
+
+
+class Callback:
+    """Base class: override any of the three hooks."""
+
+    def on_train_begin(self, run: Run) -> None:
+        pass
+
+    def on_epoch_end(self, run: Run, epoch: int, logs: dict) -> None:
+        pass
+
+    def on_train_end(self, run: Run) -> None:
+        pass
+
+
+class LambdaCallback(Callback):
+    """Wraps a plain `fn(epoch, logs)` called after every epoch."""
+
+    def __init__(self, fn: Callable[[int, dict], Any]):
+        self.fn = fn
+
+    def on_epoch_end(self, run, epoch, logs):
+        self.fn(epoch, logs)
+
+
+def as_callback(callback) -> Callback:
+    if isinstance(callback, Callback):
+        return callback
+    if callable(callback):
+        return LambdaCallback(callback)
+    raise TypeError(f"callbacks: expected a Callback or a callable fn(epoch, logs), got "
+                    f"{type(callback).__name__}")
+
+
+def _copy(state):
+    # fit donates the state to the next epoch; keep our own buffers.
+    return jax.tree.map(lambda a: a.copy(), state)
+
+
+class _Monitor:
+    """Tracks the best value of one logged quantity."""
+
+    def __init__(self, owner: str, monitor: str, mode: str, min_delta: float = 0.0):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if mode == "auto":
+            mode = "min" if "loss" in monitor or monitor.endswith(("mse", "mae")) else "max"
+        self.owner, self.monitor, self.mode, self.min_delta = owner, monitor, mode, abs(min_delta)
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def value(self, logs: dict) -> float:
+        if self.monitor not in logs:
+            raise KeyError(f"{self.owner}: monitor {self.monitor!r} is not logged — logged: "
+                           f"{', '.join(sorted(k for k in logs if not isinstance(logs[k], list)))}")
+        return float(logs[self.monitor])
+
+    def improved(self, value: float) -> bool:
+        better = (value < self.best - self.min_delta if self.mode == "min"
+                  else value > self.best + self.min_delta)
+        if better:
+            self.best = value
+        return better
+
+
+class EarlyStopping(Callback):
+    """Stops when `monitor` has not improved for `patience` epochs.
+
+    Args:
+      monitor: a logged key, e.g. "val_loss" or "val_accuracy".
+      patience: epochs without improvement before stopping.
+      mode: "min", "max" or "auto" (min for losses/errors, max otherwise).
+      min_delta: the smallest change that counts as an improvement.
+      restore_best: at the end, put back the state of the best epoch.
+    """
+
+    def __init__(self, monitor: str = "val_loss", *, patience: int = 5, mode: str = "auto",
+                 min_delta: float = 0.0, restore_best: bool = True):
+        self.tracker = _Monitor("EarlyStopping", monitor, mode, min_delta)
+        self.patience, self.restore_best = patience, restore_best
+        self.wait, self.best_state, self.best_epoch, self.stopped_epoch = 0, None, None, None
+
+    def on_epoch_end(self, run, epoch, logs):
+        if self.tracker.improved(self.tracker.value(logs)):
+            self.wait, self.best_epoch = 0, epoch
+            if self.restore_best:
+                self.best_state = _copy(run.state)
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            run.stop_training, self.stopped_epoch = True, epoch
+
+    def on_train_end(self, run):
+        if self.restore_best and self.best_state is not None:
+            run.state = self.best_state
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiplies the injected learning rate by `factor` after `patience` flat epochs.
+
+    Works on optimizers from fdl.optim.make_optimizer (the learning rate is an
+    array in the optimizer state, so lowering it recompiles nothing).
+    """
+
+    def __init__(self, monitor: str = "val_loss", *, factor: float = 0.1, patience: int = 10,
+                 mode: str = "auto", min_delta: float = 0.0, min_learning_rate: float = 0.0,
+                 cooldown: int = 0):
+        if not 0 < factor < 1:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
+        self.tracker = _Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
+        self.factor, self.patience, self.min_learning_rate = factor, patience, min_learning_rate
+        self.cooldown, self.wait, self.cooling = cooldown, 0, 0
+
+    def on_epoch_end(self, run, epoch, logs):
+        if self.tracker.improved(self.tracker.value(logs)):
+            self.wait = 0
+            return
+        if self.cooling > 0:
+            self.cooling -= 1
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            base = _base_learning_rate(run.state.opt_state)
+            new = max(base * self.factor, self.min_learning_rate)
+            run.state = run.state.replace(
+                opt_state=set_hyperparameter(run.state.opt_state, "learning_rate", new))
+            self.wait, self.cooling = 0, self.cooldown
+
+
+def _base_learning_rate(opt_state) -> float:
+    """The injected learning rate, before any schedule multiplier."""
+    return float(_injected_states(opt_state)[0].hyperparams["learning_rate"])
+
+
+class ModelCheckpoint(Callback):
+    """Writes `last.ckpt` every epoch and `best.ckpt` when `monitor` improves.
+
+    Files are written atomically (fdl.train.checkpoint); the metadata holds the
+    epoch and its logs. Load with `fdl.load_checkpoint(path, target)`.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, monitor: str = "val_loss",
+                 mode: str = "auto", save_best: bool = True, save_last: bool = True):
+        self.directory = os.fspath(directory)
+        self.tracker = _Monitor("ModelCheckpoint", monitor, mode) if save_best else None
+        self.save_last = save_last
+
+    def on_epoch_end(self, run, epoch, logs):
+        metadata = {"epoch": epoch, "logs": logs}
+        if self.save_last:
+            save_checkpoint(os.path.join(self.directory, "last.ckpt"), run.state, metadata=metadata)
+        if self.tracker is not None and self.tracker.improved(self.tracker.value(logs)):
+            save_checkpoint(os.path.join(self.directory, "best.ckpt"), run.state, metadata=metadata)
+
+
+class HistoryLogger(Callback):
+    """Appends each epoch's logs as one JSON object per line to `path` (flushed per epoch)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+
+    def on_train_begin(self, run):
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+
+    def on_epoch_end(self, run, epoch, logs):
+        with open(self.path, "a") as file:
+            file.write(json.dumps(logs, default=_to_list) + "\n")
+
+
+def _to_list(value):
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+class ProgressBar(Callback):
+    """A rich progress bar with epoch, loss, metrics and steps/s.
+
+    Quiet when `verbose` is 0; when the output is not a terminal it prints one
+    plain line per epoch only if `verbose` is 2.
+    """
+
+    def __init__(self, verbose: int = 1, stream=None):
+        self.verbose, self.stream = verbose, stream or sys.stderr
+        self.progress = self.task = None
+
+    def on_train_begin(self, run):
+        if self.verbose and self.stream.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            self.progress = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[logs]}"),
+                                     transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task("fit", total=run.epochs, logs="")
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, run, epoch, logs):
+        text = format_logs(logs)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=epoch, logs=text)
+        elif self.verbose >= 2:
+            print(f"epoch {epoch}/{run.epochs}  {text}", file=self.stream, flush=True)
+
+    def on_train_end(self, run):
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def format_logs(logs: dict) -> str:
+    shown = []
+    for key, value in logs.items():
+        if key in ("epoch", "step") or isinstance(value, list) or hasattr(value, "shape") and value.shape:
+            continue
+        shown.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return "  ".join(shown)

@@ -1,0 +1,244 @@
+"""`fit`, `evaluate`, `predict`: the one-call API over the engine's pieces.
+
+`fit` compiles one epoch (by default fused into a single `lax.scan` with
+on-device shuffling) and calls it once per epoch; between epochs it evaluates
+the validation split and runs the callbacks on the host.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fdl.data.order import batch_indices
+from fdl.losses import get_loss
+from fdl.metrics import Metric, get_metric
+from fdl.nn.core import Layer
+from fdl.optim import current_learning_rate, make_optimizer
+from fdl.train.callbacks import ProgressBar, Run, as_callback
+from fdl.train.epoch import make_train_epoch
+from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, evaluate_arrays, predict_arrays
+from fdl.train.state import TrainState, data_key, init_train_state
+from fdl.train.step import guard, make_train_step
+
+
+class History(list):
+    """Per-epoch logs (a list of dicts); `history["val_loss"]` gives one key across epochs."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return [row[key] for row in self if key in row]
+        return super().__getitem__(key)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training hit a non-finite loss; `.state` is the last finite TrainState."""
+
+    def __init__(self, epoch: int, step: int, global_step: int, state: TrainState, history: History):
+        self.epoch, self.step, self.state, self.history = epoch, step, state, history
+        super().__init__(
+            f"non-finite loss at epoch {epoch}, step {step} of the epoch (global step {global_step}, counting from 1) "
+            "— training stopped and error.state holds the last finite state; lower the learning "
+            "rate, clip gradients (clip_global_norm=1.0) or check the data for NaN/Inf")
+
+
+def as_arrays(data, role: str = "train") -> tuple[Any, Any]:
+    """(x, y) from a (x, y) tuple, a Split-like object with .x/.y, or a Dataset's split."""
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return data.x, data.y
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    if hasattr(data, role) and hasattr(getattr(data, role), "x"):
+        split = getattr(data, role)
+        return split.x, split.y
+    raise TypeError(f"fit: {role} must be (x, y), an fdl.data Split or Dataset, got "
+                    f"{type(data).__name__}")
+
+
+def as_optimizer(optimizer) -> optax.GradientTransformation:
+    """An optax transformation from a name, a config dict, or itself."""
+    if isinstance(optimizer, str):
+        return make_optimizer(optimizer)
+    if isinstance(optimizer, dict):
+        return make_optimizer(**optimizer)
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    raise TypeError(f"optimizer: expected a name, a dict such as {{'name': 'adam', "
+                    f"'learning_rate': 1e-3}} or an optax transformation, got {type(optimizer).__name__}")
+
+
+def as_metrics(metrics: Sequence, num_classes: int | None) -> tuple[Metric, ...]:
+    return tuple(m if isinstance(m, Metric) else get_metric(m, num_classes=num_classes) for m in metrics)
+
+
+def output_shape(model: Layer, input_shape) -> tuple:
+    """The model's per-example output shape, worked out without allocating params."""
+    box = {}
+
+    def init(key):
+        box["shape"], params, _ = model.init(key, tuple(input_shape))
+        return params
+
+    jax.eval_shape(init, jax.random.key(0))
+    return box["shape"]
+
+
+def _learning_rate(opt_state) -> dict:
+    try:
+        return {"learning_rate": float(current_learning_rate(opt_state))}
+    except ValueError:  # a plain optax optimizer without injected hyperparameters
+        return {}
+
+
+def _plain(value):
+    value = np.asarray(value)
+    return float(value) if value.ndim == 0 else value
+
+
+def make_step_epoch(step, batch_size: int):
+    """The per-step path: `run(state, x, y, epoch) -> (state, losses, {})`, one jit call per step.
+
+    The same batches and the same guarded step as the fused epoch, driven from
+    the host; the data stays on the device and each call gathers its batch.
+    """
+    guarded = guard(step)
+
+    def one_step(state, x, y, indices, i, halted):
+        batch = indices[i]
+        state, loss, _, halted = guarded(state, x[batch], y[batch], halted)
+        return state, loss, halted
+
+    one_step = jax.jit(one_step, donate_argnums=0)
+    order = jax.jit(lambda state, epoch, n: batch_indices(data_key(state), epoch, n, batch_size),
+                    static_argnums=2)
+
+    def run(state, x, y, epoch):
+        indices = order(state, epoch, x.shape[0])
+        halted, losses = jnp.zeros((), bool), []
+        for i in range(indices.shape[0]):
+            state, loss, halted = one_step(state, x, y, indices, i, halted)
+            losses.append(loss)
+        return state, jnp.stack(losses), {}
+
+    return run
+
+
+def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam", epochs: int = 1,
+        batch_size: int = 32, metrics: Sequence = (), callbacks: Sequence = (), seed: int = 0,
+        augment=None, state: TrainState | None = None, fused: bool = True,
+        per_example: bool = False, eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+        verbose: int = 1) -> tuple[TrainState, History]:
+    """Trains `model` on `train` and returns the final state and the per-epoch history.
+
+    Each epoch is one compiled call: by default `lax.scan` over the epoch's
+    steps with the data on the device, shuffled there by the state's data key;
+    `fused=False` steps from the host with one compiled call per step (same
+    batches, same numbers). The last partial batch of each epoch is dropped.
+
+    Example:
+      >>> state, history = fdl.fit(model, (x, y), val=(x_val, y_val), loss="cross_entropy",
+      ...                          optimizer={"name": "adam", "learning_rate": 1e-3},
+      ...                          epochs=20, batch_size=100, metrics=["accuracy"], seed=0)
+
+    Args:
+      model: the Layer to train (written for one example).
+      train: (x, y) arrays, an fdl.data Split, or an fdl.data Dataset (then its
+        val split is used when `val` is None). x: (n, *input_shape).
+      val: optional validation data, evaluated after every epoch ("val_" keys).
+      loss: a name from fdl.losses or a per-example `loss(output, target)`.
+      optimizer: a name, a dict for fdl.optim.make_optimizer, or an optax transformation.
+      epochs: total epochs; with `state` given, training resumes from its step.
+      batch_size: examples per step.
+      metrics: names (fdl.metrics.get_metric) or Metric objects, computed exactly
+        over the epoch's training examples and over `val`.
+      callbacks: fdl.train.callbacks objects or plain `fn(epoch, logs)`.
+      seed: the run's seed (initialization, dropout, augmentation, data order).
+      augment: per-example `(key, x) -> x` applied inside the compiled step (train only).
+      state: a TrainState to resume from (e.g. from fdl.load_checkpoint).
+      fused: run each epoch as one `lax.scan` (default) or step from the host.
+      per_example: feed the optimizer per-example gradients (DP-SGD through optax).
+      eval_batch_size: batch size of validation passes.
+      verbose: 0 quiet, 1 progress bar on a terminal, 2 also one line per epoch otherwise.
+
+    Returns:
+      (state, history): the final TrainState (or the best one if an
+      EarlyStopping callback restores it) and a History of per-epoch logs.
+
+    Raises:
+      NonFiniteLossError: a step's loss was NaN/Inf; `.state` is the last finite state.
+    """
+    if val is None and hasattr(train, "val") and getattr(train, "val") is not None:
+        val = train.val
+    x, y = as_arrays(train)
+    input_shape = tuple(x.shape[1:])
+    loss_fn, tx = get_loss(loss), as_optimizer(optimizer)
+    out_shape = output_shape(model, input_shape)
+    num_classes = out_shape[-1] if out_shape and out_shape[-1] > 1 else None
+    metric_list = as_metrics(metrics, num_classes)
+    if not 1 <= batch_size <= x.shape[0]:
+        raise ValueError(f"fit: batch_size must be in [1, {x.shape[0]}] (the training examples), "
+                         f"got {batch_size}")
+    steps_per_epoch = x.shape[0] // batch_size
+    if state is None:
+        state = init_train_state(model, input_shape, tx, seed)
+    step = make_train_step(model, loss_fn, tx, augment=augment, per_example=per_example)
+    run_epoch = (jax.jit(make_train_epoch(step, batch_size, metric_list), donate_argnums=0)
+                 if fused else make_step_epoch(step, batch_size))
+    x_device, y_device = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
+    val_arrays = as_arrays(val, "val") if val is not None else None
+
+    run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch,
+              history=History())
+    handlers = [ProgressBar(verbose)] + [as_callback(c) for c in callbacks]
+    for handler in handlers:
+        handler.on_train_begin(run)
+    try:
+        for epoch in range(int(run.state.step) // steps_per_epoch, epochs):
+            start = time.perf_counter()
+            new_state, losses, train_metrics = run_epoch(run.state, x_device, y_device, epoch)
+            losses = np.asarray(losses)
+            seconds = time.perf_counter() - start
+            if not np.all(np.isfinite(losses)):
+                bad = int(np.argmin(np.isfinite(losses)))
+                raise NonFiniteLossError(epoch + 1, bad + 1, int(new_state.step) + 1, new_state, run.history)
+            run.state = new_state
+            logs = {"epoch": epoch + 1, "step": int(new_state.step), "loss": float(losses.mean()),
+                    **{k: _plain(v) for k, v in train_metrics.items()}}
+            if val_arrays is not None:
+                scores = evaluate_arrays(model, new_state.params, new_state.model_state, *val_arrays,
+                                         loss=loss_fn, metrics=metric_list, batch_size=eval_batch_size)
+                logs.update({f"val_{k}": v for k, v in scores.items()})
+            logs.update(_learning_rate(new_state.opt_state))
+            logs.update(time_s=seconds, steps_per_s=steps_per_epoch / seconds)
+            run.history.append(logs)
+            for handler in handlers:
+                handler.on_epoch_end(run, epoch + 1, logs)
+            if run.stop_training:
+                break
+    finally:
+        for handler in handlers:
+            handler.on_train_end(run)
+    return run.state, run.history
+
+
+def evaluate(model: Layer, state: TrainState, data, *, loss="cross_entropy",
+             metrics: Sequence = ("accuracy",), batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> dict:
+    """Loss and metrics of `state`'s model over `data` ((x, y), a Split, or a Dataset's test split).
+
+    Exact over the whole split; any split size runs on the same compiled batch function.
+    """
+    x, y = as_arrays(data, "test")
+    out_shape = output_shape(model, tuple(x.shape[1:]))
+    num_classes = out_shape[-1] if out_shape and out_shape[-1] > 1 else None
+    return evaluate_arrays(model, state.params, state.model_state, x, y,
+                           loss=None if loss is None else get_loss(loss),
+                           metrics=as_metrics(metrics, num_classes), batch_size=batch_size)
+
+
+def predict(model: Layer, state: TrainState, x, *, batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> np.ndarray:
+    """Model outputs (logits for classifiers) for every row of x: (n, *input_shape), eval mode."""
+    return predict_arrays(model, state.params, state.model_state, np.asarray(x), batch_size=batch_size)

@@ -1,0 +1,162 @@
+"""fit/evaluate/predict against closed forms and references; determinism; NaN guard; recompiles."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fdl
+from fdl import nn
+from fdl.data.order import batch_indices
+from fdl.train.state import data_key
+
+
+def linear_data(n=256, features=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    w = np.array([[1.5], [-2.0], [0.5]], np.float32)[:features]
+    y = (x @ w + 0.3 + 0.1 * rng.normal(size=(n, 1))).astype(np.float32)
+    return x, y
+
+
+def test_linear_regression_reaches_least_squares():
+    x, y = linear_data()
+    model = nn.Dense(1)
+    state, history = fdl.fit(model, (x, y), loss="mse", optimizer={"name": "adam", "learning_rate": 0.05},
+                             epochs=60, batch_size=64, verbose=0)
+    design = np.hstack([x, np.ones((x.shape[0], 1), np.float32)])
+    solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+    np.testing.assert_allclose(state.params["w"], solution[:3], atol=2e-2)
+    np.testing.assert_allclose(state.params["b"], solution[3], atol=2e-2)
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_logistic_regression_matches_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 2)).astype(np.float32)
+    y = (x @ np.array([1.0, -1.0]) + 0.8 * rng.normal(size=200) > 0).astype(np.int32)
+    reference = sklearn.LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(x, y)
+    state, _ = fdl.fit(nn.Dense(1), (x, y[:, None].astype(np.float32)), loss="binary_cross_entropy",
+                       optimizer={"name": "adam", "learning_rate": 0.05}, epochs=300,
+                       batch_size=200, verbose=0)
+    np.testing.assert_allclose(np.asarray(state.params["w"])[:, 0], reference.coef_[0], rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(np.asarray(state.params["b"]), reference.intercept_, rtol=2e-2, atol=2e-2)
+
+
+def mlp():
+    return nn.serial(nn.Dense(16), nn.Relu(), nn.Dropout(0.1), nn.Dense(3))
+
+
+def class_data(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    y = np.argmax(x[:, :3] + 0.3 * rng.normal(size=(n, 3)), axis=1).astype(np.int32)
+    return x, y
+
+
+def strip_times(history):
+    return [{k: v for k, v in row.items() if k not in ("time_s", "steps_per_s")} for row in history]
+
+
+def test_same_seed_gives_identical_history_and_other_seed_differs():
+    x, y = class_data()
+    runs = [fdl.fit(mlp(), (x, y), val=(x[:50], y[:50]), metrics=["accuracy"], epochs=3,
+                    batch_size=32, seed=seed, verbose=0) for seed in (7, 7, 8)]
+    assert strip_times(runs[0][1]) == strip_times(runs[1][1])
+    assert strip_times(runs[0][1]) != strip_times(runs[2][1])
+
+
+def test_fused_and_per_step_paths_give_the_same_parameters():
+    x, y = class_data()
+    common = dict(epochs=2, batch_size=50, seed=3, verbose=0, optimizer="sgd")
+    fused, _ = fdl.fit(mlp(), (x, y), fused=True, **common)
+    stepped, _ = fdl.fit(mlp(), (x, y), fused=False, **common)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 fused.params, stepped.params)
+    assert int(fused.step) == int(stepped.step) == 2 * (240 // 50)
+
+
+def test_a_second_epoch_compiles_nothing():
+    traces = []
+
+    def counting_loss(output, target):
+        traces.append(1)
+        return fdl.losses.cross_entropy(output, target)
+
+    x, y = class_data()
+    for epochs in (1, 4):
+        traces.clear()
+        fdl.fit(mlp(), (x, y), val=(x[:40], y[:40]), loss=counting_loss, epochs=epochs,
+                batch_size=40, verbose=0)
+        counts = len(traces)
+    assert counts == 2  # one trace for the train epoch, one for the validation step
+
+
+def test_nan_guard_stops_with_the_last_finite_state():
+    x, y = class_data(n=100)
+    poisoned = 37
+    y_float = y.astype(np.float32)
+    y_float[poisoned] = np.nan  # the loss of the batch holding example 37 is NaN
+
+    def loss(output, target):
+        return fdl.losses.cross_entropy(output, target.astype(jnp.int32)) + 0.0 * target
+
+    common = dict(loss=loss, optimizer="sgd", batch_size=10, seed=0, verbose=0)
+    state0 = fdl.init_train_state(mlp(), (5,), optax.sgd(1e-3), 0)
+    order = np.asarray(batch_indices(data_key(state0), 0, 100, 10))
+    bad_batch = int(np.argmax((order == poisoned).any(axis=1)))
+    with pytest.raises(fdl.NonFiniteLossError, match=f"epoch 1, step {bad_batch + 1} ") as error:
+        fdl.fit(mlp(), (x, y_float), epochs=3, **common)
+    good_state = error.value.state
+    assert int(good_state.step) == bad_batch
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(good_state.params))
+    if bad_batch:  # the same steps on clean data reach the same state
+        clean = x[order[:bad_batch].ravel()], y[order[:bad_batch].ravel()]
+        reference = fdl.train.make_train_step(mlp(), fdl.losses.cross_entropy, fdl.optim.make_optimizer("sgd"))
+        state = fdl.init_train_state(mlp(), (5,), fdl.optim.make_optimizer("sgd"), 0)
+        for i in range(bad_batch):
+            state, _, _ = reference(state, x[order[i]], y[order[i]])
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     good_state.params, state.params)
+        del clean
+
+
+def test_evaluate_and_predict_any_size_without_recompiling():
+    traces = []
+
+    def counting(x):
+        traces.append(1)
+        return x
+
+    model = nn.serial(nn.Dense(3), nn.activations.elementwise("Counting", counting))
+    x, y = class_data(n=1100)
+    state = fdl.init_train_state(model, (5,), optax.sgd(0.1), 0)
+    outputs = [fdl.predict(model, state, x[:n]) for n in (3, 700, 1100)]
+    assert len(traces) == 1
+    assert [o.shape for o in outputs] == [(3, 3), (700, 3), (1100, 3)]
+    np.testing.assert_allclose(outputs[2][:700], outputs[1], rtol=1e-6)
+    scores = fdl.evaluate(model, state, (x, y), metrics=["accuracy"])
+    logits = x @ np.asarray(state.params["dense_0"]["w"]) + np.asarray(state.params["dense_0"]["b"])
+    np.testing.assert_allclose(scores["accuracy"], np.mean(logits.argmax(1) == y), atol=1e-6)
+    log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    np.testing.assert_allclose(scores["loss"], -log_probs[np.arange(1100), y].mean(), rtol=1e-5)
+
+
+def test_per_example_gradients_equal_single_example_gradients():
+    x, y = class_data(n=4)
+    model = nn.serial(nn.Dense(4), nn.Tanh(), nn.Dense(3))
+    state = fdl.init_train_state(model, (5,), optax.sgd(0.1), 0)
+    key = jax.random.key(0)
+    grads = fdl.train.per_example_grads(model, fdl.losses.cross_entropy, state.params,
+                                        state.model_state, x, y, key)
+    for i in range(4):
+        single = jax.grad(lambda p: fdl.losses.cross_entropy(
+            fdl.batched(model)(p, state.model_state, x[i:i + 1])[0][0], y[i]))(state.params)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), grads, single)
+
+
+def test_bad_batch_size_is_a_clear_error():
+    x, y = class_data(n=20)
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 20\]"):
+        fdl.fit(mlp(), (x, y), batch_size=64, verbose=0)
