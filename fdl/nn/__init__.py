@@ -11,6 +11,7 @@ from fdl.nn.activations import (
     Activation, Elu, Gelu, Identity, LeakyRelu, LogSoftmax, Relu, Sigmoid, Silu, Softmax, Tanh,
     elu, gelu, get_activation, identity, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, tanh,
 )
+from fdl.nn.attention import MultiHeadSelfAttention, TransformerEncoderBlock, attention_weights
 from fdl.nn.combinators import FanInConcat, FanInSum, parallel, residual, serial
 from fdl.nn.core import Layer, ShapeError, batched, init_child, named
 from fdl.nn.dense import Dense
@@ -18,6 +19,7 @@ from fdl.nn.dropout import Dropout
 from fdl.nn.embedding import Embedding, PositionalEmbedding
 from fdl.nn.initializers import get_initializer
 from fdl.nn.normalization import BatchNorm, GroupNorm, LayerNorm
+from fdl.nn.recurrent import GRU, LSTM, SimpleRNN
 from fdl.nn.reshape import Flatten, Reshape
 from fdl.nn.summary import summary
 
@@ -25,7 +27,8 @@ __all__ = [
     "Layer", "ShapeError", "batched", "init_child", "named", "summary", "get_initializer",
     "serial", "parallel", "residual", "FanInSum", "FanInConcat",
     "Dense", "Dropout", "Flatten", "Reshape", "BatchNorm", "LayerNorm", "GroupNorm",
-    "Embedding", "PositionalEmbedding",
+    "Embedding", "PositionalEmbedding", "SimpleRNN", "LSTM", "GRU", "MultiHeadSelfAttention",
+    "TransformerEncoderBlock", "attention_weights",
     "Activation", "Identity", "Relu", "LeakyRelu", "Elu", "Gelu", "Silu", "Tanh", "Sigmoid",
     "Softmax", "LogSoftmax", "get_activation",
     "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax",

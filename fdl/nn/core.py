@@ -86,6 +86,18 @@ def expect_rank(kind: str, input_shape: Shape, rank: int, layout: str, fix: str)
         raise ShapeError(kind, f"expected input {layout}, got {tuple(input_shape)} — {fix}")
 
 
+def expect_sequence(kind: str, input_shape) -> None:
+    """Raises a ShapeError unless `input_shape` is `(length, features)` with length >= 1."""
+    shape = tuple(input_shape)
+    if len(shape) == 1:
+        fix = f"add a feature axis with Reshape(({shape[0]}, 1))"
+    else:
+        fix = f"merge the feature axes with Reshape(({shape[0] if shape else 'length'}, -1))"
+    expect_rank(kind, shape, 2, "(length, features)", fix)
+    if shape[0] < 1:
+        raise ShapeError(kind, f"expected at least one time step, got input {shape}")
+
+
 def child_key(key: PRNGKey | None, index: int) -> PRNGKey | None:
     """The key of a combinator's `index`-th child: deterministic, independent per child."""
     return None if key is None else jax.random.fold_in(key, index)

@@ -1,7 +1,7 @@
 """Whole epochs: fused into one `lax.scan` on the device, or stepped from the host.
 
-Both paths take the batches in the order `fdl.data.order.batch_indices` gives
-for (the run's data key, epoch) and drop the last partial batch, so they see
+Every path takes the batches in the order `fdl.data.order.batch_indices` gives
+for (the run's data key, epoch) and drops the last partial batch, so they see
 the same examples and give the same parameters.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from fdl.data.order import batch_indices
 from fdl.metrics import Metric
 from fdl.train.state import TrainState, data_key
-from fdl.train.step import guard
+from fdl.train.step import all_finite, guard
 
 
 def _epoch_metrics(metrics: Sequence[Metric], outputs, targets) -> dict:
@@ -35,26 +35,76 @@ def make_train_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
     function of its arguments: jit it, or vmap it over a population.
 
     Returns:
-      state: after `n // batch_size` steps; if a step's loss was not finite, the
-        state before that step (and every later step is skipped).
-      losses: (n // batch_size,) float32 per-step losses; NaN marks the halt.
+      state: after `n // batch_size` steps.
+      losses: (n // batch_size,) float32 per-step losses.
       train_metrics: dict name -> value over the epoch's trained examples.
     """
-    guarded = guard(step)
 
     def train_epoch(state: TrainState, x, y, epoch):
         indices = batch_indices(data_key(state), epoch, x.shape[0], batch_size)
 
-        def body(carry, batch):
-            state, halted = carry
-            state, loss, outputs, halted = guarded(state, x[batch], y[batch], halted)
-            return (state, halted), (loss, outputs if metrics else None)
+        def body(state, batch):
+            state, loss, outputs = step(state, x[batch], y[batch])
+            return state, (loss, outputs if metrics else None)
 
-        (state, _), (losses, outputs) = jax.lax.scan(body, (state, jnp.zeros((), bool)), indices)
+        state, (losses, outputs) = jax.lax.scan(body, state, indices)
         train_metrics = _epoch_metrics(metrics, outputs, y[indices]) if metrics else {}
         return state, losses, train_metrics
 
     return train_epoch
+
+
+def epoch_is_finite(state: TrainState, losses) -> jax.Array:
+    """() bool: every loss of the epoch and every parameter after it is finite."""
+    return jnp.all(jnp.isfinite(losses)) & all_finite(state.params)
+
+
+def make_replay_epoch(step, batch_size: int):
+    """`replay(state, x, y, epoch) -> (last finite state, first failed step or -1)`.
+
+    Re-runs an epoch that went wrong under `guard`, from the state it started
+    from, to find the step that produced a non-finite loss or params.
+    """
+    guarded = guard(step)
+
+    def replay(state: TrainState, x, y, epoch):
+        indices = batch_indices(data_key(state), epoch, x.shape[0], batch_size)
+
+        def body(carry, batch):
+            state, halted = carry
+            state, _, _, now_halted = guarded(state, x[batch], y[batch], halted)
+            return (state, now_halted), now_halted & ~halted
+
+        (state, halted), failed_here = jax.lax.scan(body, (state, jnp.zeros((), bool)), indices)
+        return state, jnp.where(halted, jnp.argmax(failed_here), -1)
+
+    return replay
+
+
+def make_step_epoch(step, batch_size: int):
+    """The per-step path: `run(state, x, y, epoch) -> (state, losses, {})`, one jit call per step.
+
+    The same batches and the same step as the fused epoch, driven from the
+    host; the data stays on the device and each call gathers its own batch.
+    """
+
+    def one_step(state, x, y, indices, i):
+        batch = indices[i]
+        state, loss, _ = step(state, x[batch], y[batch])
+        return state, loss
+
+    one_step = jax.jit(one_step)
+    order = jax.jit(lambda key, epoch, n: batch_indices(key, epoch, n, batch_size), static_argnums=2)
+
+    def run(state, x, y, epoch):
+        indices = order(data_key(state), epoch, x.shape[0])
+        losses = []
+        for i in range(indices.shape[0]):
+            state, loss = one_step(state, x, y, indices, i)
+            losses.append(loss)
+        return state, jnp.stack(losses), {}
+
+    return run
 
 
 def host_batches(state: TrainState, x, y, epoch: int, batch_size: int) -> Iterable:
@@ -64,21 +114,19 @@ def host_batches(state: TrainState, x, y, epoch: int, batch_size: int) -> Iterab
         yield x[batch], y[batch]
 
 
-def run_host_epoch(jitted_guarded_step, state: TrainState, batches: Iterable):
-    """Steps through `batches` with one compiled call per step.
+def run_host_epoch(jitted_step, state: TrainState, batches: Iterable):
+    """Steps through `batches` (e.g. `host_batches` or a `fdl.data.NpyStream` epoch).
 
     Args:
-      jitted_guarded_step: `jax.jit(guard(step), donate_argnums=0)`.
+      jitted_step: `jax.jit(step)` for `step` from make_train_step.
       state: the state to start from.
-      batches: an iterable of (x, y) device or numpy arrays, e.g. `host_batches`
-        or a `fdl.data.NpyStream` epoch.
+      batches: an iterable of (x, y) device or numpy arrays.
 
     Returns:
-      (state, losses (num_batches,) numpy): the same contract as the fused epoch.
+      (state, losses (num_batches,)): the fused epoch's contract, without metrics.
     """
-    halted = jnp.zeros((), bool)
     losses = []
     for x, y in batches:
-        state, loss, _, halted = jitted_guarded_step(state, x, y, halted)
+        state, loss, _ = jitted_step(state, x, y)
         losses.append(loss)
-    return state, np.asarray(jnp.stack(losses))
+    return state, jnp.stack(losses)

@@ -14,16 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fdl.data.order import batch_indices
 from fdl.losses import get_loss
 from fdl.metrics import Metric, get_metric
 from fdl.nn.core import Layer
 from fdl.optim import current_learning_rate, make_optimizer
 from fdl.train.callbacks import ProgressBar, Run, as_callback
-from fdl.train.epoch import make_train_epoch
+from fdl.train.epoch import epoch_is_finite, make_replay_epoch, make_step_epoch, make_train_epoch
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, evaluate_arrays, predict_arrays
-from fdl.train.state import TrainState, data_key, init_train_state
-from fdl.train.step import guard, make_train_step
+from fdl.train.state import TrainState, init_train_state
+from fdl.train.step import make_train_step
 
 
 class History(list):
@@ -99,34 +98,6 @@ def _plain(value):
     return float(value) if value.ndim == 0 else value
 
 
-def make_step_epoch(step, batch_size: int):
-    """The per-step path: `run(state, x, y, epoch) -> (state, losses, {})`, one jit call per step.
-
-    The same batches and the same guarded step as the fused epoch, driven from
-    the host; the data stays on the device and each call gathers its batch.
-    """
-    guarded = guard(step)
-
-    def one_step(state, x, y, indices, i, halted):
-        batch = indices[i]
-        state, loss, _, halted = guarded(state, x[batch], y[batch], halted)
-        return state, loss, halted
-
-    one_step = jax.jit(one_step, donate_argnums=0)
-    order = jax.jit(lambda state, epoch, n: batch_indices(data_key(state), epoch, n, batch_size),
-                    static_argnums=2)
-
-    def run(state, x, y, epoch):
-        indices = order(state, epoch, x.shape[0])
-        halted, losses = jnp.zeros((), bool), []
-        for i in range(indices.shape[0]):
-            state, loss, halted = one_step(state, x, y, indices, i, halted)
-            losses.append(loss)
-        return state, jnp.stack(losses), {}
-
-    return run
-
-
 def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam", epochs: int = 1,
         batch_size: int = 32, metrics: Sequence = (), callbacks: Sequence = (), seed: int = 0,
         augment=None, state: TrainState | None = None, fused: bool = True,
@@ -186,8 +157,11 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     if state is None:
         state = init_train_state(model, input_shape, tx, seed)
     step = make_train_step(model, loss_fn, tx, augment=augment, per_example=per_example)
-    run_epoch = (jax.jit(make_train_epoch(step, batch_size, metric_list), donate_argnums=0)
+    # No donation: the state an epoch starts from is kept until the epoch is
+    # known to be finite, so a NaN never overwrites the last good state.
+    run_epoch = (jax.jit(make_train_epoch(step, batch_size, metric_list))
                  if fused else make_step_epoch(step, batch_size))
+    check_epoch = jax.jit(epoch_is_finite)
     x_device, y_device = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
     val_arrays = as_arrays(val, "val") if val is not None else None
 
@@ -200,11 +174,13 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
         for epoch in range(int(run.state.step) // steps_per_epoch, epochs):
             start = time.perf_counter()
             new_state, losses, train_metrics = run_epoch(run.state, x_device, y_device, epoch)
+            if not check_epoch(new_state, losses):
+                good_state, bad = jax.jit(make_replay_epoch(step, batch_size))(
+                    run.state, x_device, y_device, epoch)
+                raise NonFiniteLossError(epoch + 1, int(bad) + 1, int(good_state.step) + 1, good_state,
+                                         run.history)
             losses = np.asarray(losses)
             seconds = time.perf_counter() - start
-            if not np.all(np.isfinite(losses)):
-                bad = int(np.argmin(np.isfinite(losses)))
-                raise NonFiniteLossError(epoch + 1, bad + 1, int(new_state.step) + 1, new_state, run.history)
             run.state = new_state
             logs = {"epoch": epoch + 1, "step": int(new_state.step), "loss": float(losses.mean()),
                     **{k: _plain(v) for k, v in train_metrics.items()}}

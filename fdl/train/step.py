@@ -62,8 +62,10 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
                     augment: Augment | None = None, per_example: bool = False):
     """`step(state, x, y) -> (state, loss, outputs)`: one optimizer step on one batch.
 
-    The returned loss is NaN whenever the loss or the gradients are not finite;
-    `guard` turns that into "keep the last finite state".
+    The step itself spends nothing on checking for NaN/Inf; the epoch drivers
+    check the losses and the final params once per epoch and, if something is
+    not finite, replay the epoch under `guard` to find the step and keep the
+    last finite state (see fdl.train.fit).
 
     Args:
       model: the Layer being trained.
@@ -84,8 +86,7 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_state = state.replace(params=optax.apply_updates(state.params, updates),
                                   model_state=model_state, opt_state=opt_state, step=state.step + 1)
-        finite = jnp.isfinite(loss_value) & jnp.isfinite(optax.tree.norm(grads))
-        return new_state, jnp.where(finite, loss_value, jnp.nan), outputs
+        return new_state, loss_value, outputs
 
     return step
 
@@ -93,14 +94,22 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
 def guard(step):
     """`guarded(state, x, y, halted) -> (state, loss, outputs, halted)`: stop at the first non-finite step.
 
-    From the first step whose loss is not finite on, `halted` is True and the
-    state no longer changes, so the last finite state survives.
+    A step fails when its loss or its updated params are not finite (so
+    non-finite gradients are caught at the step that produced them). From the
+    first failed step on, `halted` is True and the state no longer changes, so
+    the last finite state survives. It costs a select over the state per step:
+    the engine uses it only to replay an epoch that went wrong.
     """
 
     def guarded(state, x, y, halted):
         new_state, loss_value, outputs = step(state, x, y)
-        halted = halted | ~jnp.isfinite(loss_value)
+        halted = halted | ~(jnp.isfinite(loss_value) & all_finite(new_state.params))
         state = jax.tree.map(lambda new, old: jnp.where(halted, old, new), new_state, state)
         return state, loss_value, outputs, halted
 
     return guarded
+
+
+def all_finite(tree) -> jax.Array:
+    """() bool: every element of every leaf of `tree` is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))

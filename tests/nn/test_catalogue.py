@@ -18,7 +18,6 @@ import pytest
 from jax.test_util import check_grads
 
 import fdl
-from fdl import nn
 
 
 def _load_rows():
