@@ -13,12 +13,19 @@ from fdl.nn.activations import (
 )
 from fdl.nn.attention import MultiHeadSelfAttention, TransformerEncoderBlock, attention_weights
 from fdl.nn.combinators import FanInConcat, FanInSum, parallel, residual, serial
+from fdl.nn.conv import (
+    Conv, Conv1D, Conv2D, Conv3D, ConvTranspose, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D,
+)
 from fdl.nn.core import Layer, ShapeError, batched, init_child, named
 from fdl.nn.dense import Dense
 from fdl.nn.dropout import Dropout
 from fdl.nn.embedding import Embedding, PositionalEmbedding
 from fdl.nn.initializers import get_initializer
 from fdl.nn.normalization import BatchNorm, GroupNorm, LayerNorm
+from fdl.nn.pooling import (
+    AvgPool, AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, GlobalMaxPool, MaxPool, MaxPool1D,
+    MaxPool2D, MaxPool3D,
+)
 from fdl.nn.recurrent import GRU, LSTM, SimpleRNN
 from fdl.nn.reshape import Flatten, Reshape
 from fdl.nn.summary import summary
@@ -29,6 +36,9 @@ __all__ = [
     "Dense", "Dropout", "Flatten", "Reshape", "BatchNorm", "LayerNorm", "GroupNorm",
     "Embedding", "PositionalEmbedding", "SimpleRNN", "LSTM", "GRU", "MultiHeadSelfAttention",
     "TransformerEncoderBlock", "attention_weights",
+    "Conv", "Conv1D", "Conv2D", "Conv3D", "ConvTranspose", "ConvTranspose1D", "ConvTranspose2D",
+    "ConvTranspose3D", "MaxPool", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool", "AvgPool1D",
+    "AvgPool2D", "AvgPool3D", "GlobalAvgPool", "GlobalMaxPool",
     "Activation", "Identity", "Relu", "LeakyRelu", "Elu", "Gelu", "Silu", "Tanh", "Sigmoid",
     "Softmax", "LogSoftmax", "get_activation",
     "relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax",
