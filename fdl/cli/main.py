@@ -1,22 +1,83 @@
-"""Entry point of the `fdl` console script."""
+"""The `fdl` command: parse, load the config, call the library.
+
+    fdl train configs/mnist1d_cnn.yaml --set optimizer.learning_rate=3e-4
+    fdl eval runs/mnist1d_cnn-20261125-101500 --split test
+    fdl predict runs/mnist1d_cnn-20261125-101500 inputs.npy --out predictions.npy
+    fdl summary configs/mnist1d_cnn.yaml
+
+Bad input exits with status 2 and one line on stderr; `--debug` shows the traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
+EXAMPLES = {
+    "train": "examples:\n  fdl train configs/mnist1d_cnn.yaml\n"
+             "  fdl train configs/mnist1d_mlp.yaml --set optimizer.learning_rate=3e-4 --set seed=1\n"
+             "  fdl train configs/mnist1d_cnn.yaml --out runs/my-cnn",
+    "eval": "examples:\n  fdl eval runs/mnist1d_cnn-20261125-101500\n"
+            "  fdl eval runs/mnist1d_cnn-20261125-101500 --split val --checkpoint last",
+    "predict": "examples:\n  fdl predict runs/mnist1d_cnn-20261125-101500 x.npy --out predictions.npy",
+    "summary": "examples:\n  fdl summary configs/mnist1d_cnn.yaml",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fdl", description="fdl: functional deep learning on JAX.",
-        epilog="The train/eval/predict/sweep commands are not built yet; use the library "
-               "(import fdl) or the scripts in experiments/.")
+        prog="fdl", description="fdl: functional deep learning on JAX — train, evaluate and "
+                                "predict from YAML configs.",
+        epilog="Run `fdl COMMAND --help` for a command's options and examples.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, help_text):
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+        return sub
+
+    train = command("train", "train a model from a config and write its run directory")
+    train.add_argument("config", help="YAML config file")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. optimizer.learning_rate=3e-4 (repeatable)")
+    train.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = command("eval", "evaluate a finished run's checkpoint on a split")
+    evaluate.add_argument("run_dir", help="a run directory written by `fdl train`")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--checkpoint", default="best", choices=["best", "last"])
+
+    predict = command("predict", "predict the outputs of a finished run for inputs in a .npy file")
+    predict.add_argument("run_dir", help="a run directory written by `fdl train`")
+    predict.add_argument("inputs", help=".npy file of shape (n, *input_shape)")
+    predict.add_argument("--out", help="where to write the predictions (.npy); default prints a summary")
+    predict.add_argument("--checkpoint", default="best", choices=["best", "last"])
+
+    summary = command("summary", "print the model table of a config")
+    summary.add_argument("config", help="YAML config file")
+    summary.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    build_parser().print_help()
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from fdl.cli import commands  # the library loads only when a command runs, so --help is instant
+    try:
+        return getattr(commands, f"run_{args.command}")(args)
+    except KeyboardInterrupt:
+        print("fdl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line for the user; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"fdl {args.command}: error: {commands.one_line(error)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

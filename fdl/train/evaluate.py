@@ -88,8 +88,11 @@ def _compiled_predict(model: Layer):
 
 def predict_arrays(model: Layer, params, model_state, x, *,
                    batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> np.ndarray:
-    """Model outputs for every row of x (n, *input_shape), in eval mode, as numpy."""
+    """Model outputs for every row of x (n, *input_shape), in eval mode, as numpy.
+
+    A model with several outputs (a tuple) gives the tuple of stacked outputs.
+    """
     predict = _compiled_predict(model)
-    chunks = [np.asarray(predict(params, model_state, xb))[mask]
+    chunks = [jax.tree.map(lambda a: np.asarray(a)[mask], predict(params, model_state, xb))
               for xb, _, mask in padded_batches(x, None, batch_size)]
-    return np.concatenate(chunks)
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *chunks)

@@ -86,6 +86,13 @@ def output_shape(model: Layer, input_shape) -> tuple:
     return box["shape"]
 
 
+def infer_num_classes(out_shape) -> int | None:
+    """C for a classifier with logits (..., C), C > 1; None for one logit or non-array outputs."""
+    if out_shape and all(isinstance(d, int) for d in out_shape) and out_shape[-1] > 1:
+        return out_shape[-1]
+    return None
+
+
 def _learning_rate(opt_state) -> dict:
     try:
         return {"learning_rate": float(current_learning_rate(opt_state))}
@@ -147,9 +154,7 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     x, y = as_arrays(train)
     input_shape = tuple(x.shape[1:])
     loss_fn, tx = get_loss(loss), as_optimizer(optimizer)
-    out_shape = output_shape(model, input_shape)
-    num_classes = out_shape[-1] if out_shape and out_shape[-1] > 1 else None
-    metric_list = as_metrics(metrics, num_classes)
+    metric_list = as_metrics(metrics, infer_num_classes(output_shape(model, input_shape)))
     if not 1 <= batch_size <= x.shape[0]:
         raise ValueError(f"fit: batch_size must be in [1, {x.shape[0]}] (the training examples), "
                          f"got {batch_size}")
@@ -208,8 +213,7 @@ def evaluate(model: Layer, state: TrainState, data, *, loss="cross_entropy",
     Exact over the whole split; any split size runs on the same compiled batch function.
     """
     x, y = as_arrays(data, "test")
-    out_shape = output_shape(model, tuple(x.shape[1:]))
-    num_classes = out_shape[-1] if out_shape and out_shape[-1] > 1 else None
+    num_classes = infer_num_classes(output_shape(model, tuple(x.shape[1:])))
     return evaluate_arrays(model, state.params, state.model_state, x, y,
                            loss=None if loss is None else get_loss(loss),
                            metrics=as_metrics(metrics, num_classes), batch_size=batch_size)

@@ -1,0 +1,118 @@
+"""The typed schema of a run config (OmegaConf structured configs).
+
+Each section is a dataclass; a YAML file is merged onto these defaults, so an
+unknown key or a wrong type is an error at load time. Free-form mappings are
+only where the keys belong to something else (a model's keyword arguments, a
+schedule's, an augmentation's).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist1d"                  # fdl.data.load name: mnist1d, mnist, fashion_mnist, npz, csv
+    path: Optional[str] = None             # folder or file for mnist/fashion_mnist/npz/csv
+    val_fraction: float = 0.1              # carved from train (stratified) when there is no val split
+    preprocess: Optional[str] = None       # "standardize" | "min_max", fitted on train only
+    target: str = "label"                  # "label" | "input" (autoencoders) | "one_vs_rest"
+    positive_class: Optional[int] = None   # the class that is 1 when target is "one_vs_rest"
+    limit_train: Optional[int] = None      # keep only the first N training examples (quick runs)
+    augment: List[Any] = field(default_factory=list)  # [{random_shift: {max_shift: 3}}, ...]
+    args: Dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of fdl.data.load
+
+
+@dataclass
+class ModelConfig:
+    name: Optional[str] = None             # a name in fdl.nn.models.MODELS ...
+    args: Dict[str, Any] = field(default_factory=dict)  # ... and its keyword arguments
+    layers: Optional[List[Any]] = None     # or a list of layer specs: [{Dense: {features: 10}}, Relu]
+
+
+@dataclass
+class LossConfig:
+    name: str = "cross_entropy"            # a name in fdl.losses.LOSSES
+    label_smoothing: float = 0.0           # cross_entropy only
+    delta: float = 1.0                     # huber only
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"                     # any optax alias, see fdl.optim.OPTIMIZERS
+    learning_rate: float = 1e-3
+    schedule: Optional[Dict[str, Any]] = None  # {name: cosine, decay_steps: 6000}, see fdl.optim
+    clip_global_norm: Optional[float] = None
+    weight_decay: Optional[float] = None
+    accumulate_steps: int = 1
+    momentum: Optional[float] = None
+    nesterov: Optional[bool] = None
+    b1: Optional[float] = None
+    b2: Optional[float] = None
+    eps: Optional[float] = None
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    fused: bool = True                     # one lax.scan per epoch; false: one call per step
+    eval_batch_size: int = 512
+    verbose: int = 1                       # 0 quiet, 1 progress bar on a terminal, 2 a line per epoch
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    monitor: str = "val_loss"
+    patience: int = 10
+    mode: str = "auto"
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass
+class ReduceLROnPlateauConfig:
+    enabled: bool = False
+    monitor: str = "val_loss"
+    factor: float = 0.1
+    patience: int = 5
+    mode: str = "auto"
+    min_learning_rate: float = 0.0
+
+
+@dataclass
+class CheckpointConfig:
+    monitor: str = "val_loss"              # best.ckpt follows it; last.ckpt is written every epoch
+    mode: str = "auto"
+
+
+@dataclass
+class CallbacksConfig:
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    reduce_lr_on_plateau: ReduceLROnPlateauConfig = field(default_factory=ReduceLROnPlateauConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+@dataclass
+class OutputConfig:
+    dir: Optional[str] = None              # the run directory; default <base>/<name>-<timestamp>
+    base: str = "runs"
+    tensorboard: bool = True
+    plots: bool = True
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = None             # default: the config file's stem
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    metrics: List[str] = field(default_factory=lambda: ["accuracy"])
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    sweep: Optional[Dict[str, Any]] = None  # see fdl.population (fdl sweep)

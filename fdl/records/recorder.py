@@ -1,0 +1,99 @@
+"""`RunRecorder`: the callback that fills a run directory while `fit` runs.
+
+On train begin it makes the folders; every epoch it appends the logs to
+`metrics.jsonl` (through fdl.train's HistoryLogger) and writes them to
+TensorBoard under `tensorboard/`; on train end it draws `plots/`. A missing
+matplotlib or tensorboardX skips that part with one warning — recording never
+stops a run.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from fdl.records.plots import INSTALL_HINT, plot_history, require
+from fdl.records.run_dir import METRICS_FILE, PLOTS_DIR, TENSORBOARD_DIR, read_jsonl
+from fdl.records.tensorboard import TensorBoardLogger
+from fdl.train.callbacks import Callback, HistoryLogger, Run
+
+
+class RunRecorder(Callback):
+    """Records a training run into `run_dir`.
+
+    Layout written:
+      run_dir/metrics.jsonl   one JSON object per epoch: exactly the logs fit passes callbacks
+      run_dir/tensorboard/    event files (`tensorboard --logdir run_dir/tensorboard`)
+      run_dir/plots/*.png     learning curves drawn at the end (fdl.records.plot_history)
+
+    Example:
+      >>> run_dir = fdl.records.create_run_dir("runs", "mlp")
+      >>> fdl.fit(model, train, val, epochs=10, callbacks=[fdl.records.RunRecorder(run_dir)])
+
+    Args:
+      run_dir: the run directory (e.g. from create_run_dir); created if missing.
+      tensorboard: write TensorBoard event files.
+      plots: draw the learning curves when training ends.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True, plots: bool = True):
+        self.run_dir = Path(run_dir)
+        self.history = HistoryLogger(self.run_dir / METRICS_FILE)
+        missing = []
+        self.tensorboard = None
+        if tensorboard:
+            try:
+                self.tensorboard = TensorBoardLogger(self.run_dir / TENSORBOARD_DIR)
+            except ImportError:
+                missing.append(("tensorboardX", "TensorBoard logs"))
+        self.plots = plots
+        if plots:
+            try:
+                require("matplotlib")
+            except ImportError:
+                self.plots = False
+                missing.append(("matplotlib", "plots"))
+        if missing:
+            packages = " and ".join(package for package, _ in missing)
+            parts = " and ".join(part for _, part in missing)
+            warnings.warn(f"RunRecorder: {packages} not installed — skipping {parts}; "
+                          f"install with {INSTALL_HINT}", RuntimeWarning, stacklevel=2)
+        self.plot_paths: list[Path] = []
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    def on_train_begin(self, run: Run) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.history.on_train_begin(run)
+        if self.tensorboard is not None:
+            self.tensorboard.on_train_begin(run)
+        if self.plots:
+            (self.run_dir / PLOTS_DIR).mkdir(exist_ok=True)
+
+    def on_epoch_end(self, run: Run, epoch: int, logs: dict) -> None:
+        self.history.on_epoch_end(run, epoch, logs)
+        if self.tensorboard is not None:
+            self.tensorboard.on_epoch_end(run, epoch, logs)
+
+    def on_train_end(self, run: Run) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.on_train_end(run)
+        if self.plots:
+            # on_train_end also runs when fit is failing (it is in fit's `finally`):
+            # a plotting error must not hide the run's own error or lose the run.
+            try:
+                self.plot_paths = plot_history(self.rows(), self.run_dir / PLOTS_DIR)
+            except Exception as error:  # noqa: BLE001 — reported, never raised
+                warnings.warn(f"RunRecorder: could not draw plots in {self.run_dir / PLOTS_DIR}: "
+                              f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
+
+    def rows(self) -> list[dict]:
+        """The epochs recorded in metrics.jsonl, the last row per epoch (a resumed run may repeat one)."""
+        if not self.metrics_path.exists():
+            return []
+        by_epoch = {}
+        for index, row in enumerate(read_jsonl(self.metrics_path)):
+            by_epoch[row.get("epoch", index + 1)] = row
+        return [by_epoch[epoch] for epoch in sorted(by_epoch)]
