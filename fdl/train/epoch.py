@@ -86,23 +86,26 @@ def make_step_epoch(step, batch_size: int):
 
     The same batches and the same step as the fused epoch, driven from the
     host; the data stays on the device and each call gathers its own batch.
+    Each call donates the state it steps (the epoch works on a copy, so the
+    caller's starting state survives) and writes its loss into a donated
+    per-epoch buffer, so a step costs one dispatch and no allocation.
     """
 
-    def one_step(state, x, y, indices, i):
+    def one_step(state, losses, x, y, indices, i):
         batch = indices[i]
         state, loss, _ = step(state, x[batch], y[batch])
-        return state, loss
+        return state, losses.at[i].set(loss)
 
-    one_step = jax.jit(one_step)
+    one_step = jax.jit(one_step, donate_argnums=(0, 1))
+    copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
     order = jax.jit(lambda key, epoch, n: batch_indices(key, epoch, n, batch_size), static_argnums=2)
 
     def run(state, x, y, epoch):
         indices = order(data_key(state), epoch, x.shape[0])
-        losses = []
+        state, losses = copy(state), jnp.zeros(indices.shape[0], jnp.float32)
         for i in range(indices.shape[0]):
-            state, loss = one_step(state, x, y, indices, i)
-            losses.append(loss)
-        return state, jnp.stack(losses), {}
+            state, losses = one_step(state, losses, x, y, indices, i)
+        return state, losses, {}
 
     return run
 
