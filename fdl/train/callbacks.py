@@ -70,7 +70,7 @@ def _copy(state):
     return jax.tree.map(lambda a: a.copy(), state)
 
 
-class _Monitor:
+class Monitor:
     """Tracks the best value of one logged quantity."""
 
     def __init__(self, owner: str, monitor: str, mode: str, min_delta: float = 0.0):
@@ -108,7 +108,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", *, patience: int = 5, mode: str = "auto",
                  min_delta: float = 0.0, restore_best: bool = True):
-        self.tracker = _Monitor("EarlyStopping", monitor, mode, min_delta)
+        self.tracker = Monitor("EarlyStopping", monitor, mode, min_delta)
         self.patience, self.restore_best = patience, restore_best
         self.wait, self.best_state, self.best_epoch, self.stopped_epoch = 0, None, None, None
 
@@ -139,7 +139,7 @@ class ReduceLROnPlateau(Callback):
                  cooldown: int = 0):
         if not 0 < factor < 1:
             raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
-        self.tracker = _Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
+        self.tracker = Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
         self.factor, self.patience, self.min_learning_rate = factor, patience, min_learning_rate
         self.cooldown, self.wait, self.cooling = cooldown, 0, 0
 
@@ -174,7 +174,7 @@ class ModelCheckpoint(Callback):
     def __init__(self, directory: str | os.PathLike, *, monitor: str = "val_loss",
                  mode: str = "auto", save_best: bool = True, save_last: bool = True):
         self.directory = os.fspath(directory)
-        self.tracker = _Monitor("ModelCheckpoint", monitor, mode) if save_best else None
+        self.tracker = Monitor("ModelCheckpoint", monitor, mode) if save_best else None
         self.save_last = save_last
 
     def on_epoch_end(self, run, epoch, logs):

@@ -1,0 +1,345 @@
+"""Populations: many members of one model trained as ONE compiled program per epoch.
+
+Members differ in seed (initialization, dropout, augmentation, data order) and
+in any hyperparameter the optimizer injects (`optax.inject_hyperparams`:
+learning rate, weight decay, momentum, b1, b2, ...). Those values are arrays in
+each member's optimizer state, so a new value never recompiles anything.
+
+Each epoch is one call of a compiled function that, for every member, runs its
+fused training epoch (`fdl.train.make_train_epoch`) and evaluates it on the
+validation split. How the members share the device is the *strategy*:
+
+* "vmap": all members at once, vectorized (best where wide parallel hardware
+  is idle: GPUs, TPUs).
+* "map": one member after another inside the same program (`lax.map`): on a
+  CPU small matrix products do not get faster when batched, and this avoids
+  vmap's overheads (measured: experiments/benchmark_population.py).
+* "chunks of K": `lax.map` over vmapped chunks of K members (`max_members`),
+  to bound memory.
+
+With several devices the population axis is split across them (`shard_map`
+over a 1-D mesh named "population"), each device running its members with the
+strategy above. Member i's numbers equal a standalone `fdl.fit` with the same
+seed and hyperparameters, up to float rounding.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from typing import Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fdl.losses import get_loss
+from fdl.nn.core import Layer, batched
+from fdl.optim import current_learning_rate, make_optimizer, set_hyperparameter
+from fdl.train.callbacks import Monitor
+from fdl.train.epoch import make_train_epoch
+from fdl.train.evaluate import padded_batches
+from fdl.train.fit import as_arrays, as_metrics, infer_num_classes, output_shape
+from fdl.train.state import TrainState, init_train_state
+from fdl.train.step import make_train_step
+
+AXIS = "population"
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberSpec:
+    """One member: its seed and its injected optimizer hyperparameters."""
+
+    seed: int
+    hyperparams: dict = dataclasses.field(default_factory=dict)  # e.g. {"learning_rate": 3e-3}
+
+
+@dataclasses.dataclass
+class PopulationResult:
+    members: list[MemberSpec]
+    histories: list[list[dict]]      # per member, per epoch logs
+    best_epoch: list[int]            # per member, 1-based, by `monitor`
+    best: list[dict]                 # per member: the logs of its best epoch
+    final: list[dict]                # per member: the logs of its last trained epoch
+    stopped_epoch: list[int | None]  # early-stopped, pruned or diverged at (None: all epochs)
+    pruned: list[bool]
+    best_states: TrainState          # leading population axis: each member at its best epoch
+    strategy: str
+    wall_time_s: float
+
+
+def default_strategy() -> str:
+    """"map" on CPU (measured faster than vmap for small models), "vmap" elsewhere."""
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+
+
+def _map_batch_size(strategy: str, population: int, max_members: int | None) -> int | None:
+    """`lax.map`'s batch_size for a strategy: None = one at a time, population = all vmapped."""
+    if strategy == "auto":
+        strategy = default_strategy()
+    if strategy == "vmap":
+        return population if max_members is None else min(max_members, population)
+    if strategy == "map":
+        return None
+    raise ValueError(f"population strategy: expected 'auto', 'vmap' or 'map', got {strategy!r}")
+
+
+def strategy_label(batch_size: int | None, population: int) -> str:
+    if batch_size is None or batch_size == 1:
+        return "map"
+    return "vmap" if batch_size >= population else f"chunks of {batch_size}"
+
+
+def _base_optimizer(members: Sequence[MemberSpec], optimizer: dict) -> dict:
+    """The shared optimizer arguments, with every member-set hyperparameter injected.
+
+    A hyperparameter every member sets gets the placeholder 1.0 in the shared
+    optimizer (each member overwrites it), so populations that differ only in
+    values share one compiled program. One that only some members set must
+    have a value in `optimizer` for the others.
+    """
+    base = dict(optimizer)
+    for name in sorted({n for m in members for n in m.hyperparams}):
+        if all(name in m.hyperparams for m in members):
+            base[name] = 1.0
+        elif base.get(name) is None:
+            raise ValueError(f"train_population: only some members set {name!r} — give every member "
+                             f"a value or set optimizer[{name!r}] for the others")
+    return base
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(model: Layer, loss, optimizer_json: str, batch_size: int, metric_names: tuple,
+              num_classes, augment, map_batch_size, validate: bool, num_devices: int):
+    """The jitted init and epoch functions, cached so a new population of the same
+    program (e.g. the next batch of Optuna trials) compiles nothing new."""
+    tx = make_optimizer(**json.loads(optimizer_json))
+    metrics = as_metrics(metric_names, num_classes)
+    epoch_fn = make_population_epoch(model, loss, tx, batch_size=batch_size, metrics=metrics,
+                                     augment=augment, map_batch_size=map_batch_size, validate=validate)
+    if num_devices > 1:
+        epoch_fn = _shard(epoch_fn, Mesh(np.asarray(jax.devices()), (AXIS,)))
+    return tx, jax.jit(epoch_fn)
+
+
+def init_population(model: Layer, input_shape, members: Sequence[MemberSpec], tx, base: dict) -> TrainState:
+    """The members' TrainStates stacked on a leading (population,) axis."""
+    names = sorted({n for m in members for n in m.hyperparams})
+    seeds = jnp.asarray([m.seed for m in members], jnp.int32)
+    values = {n: jnp.asarray([m.hyperparams.get(n, base[n]) for m in members], jnp.float32) for n in names}
+
+    def one(seed, member_values):
+        state = init_train_state(model, input_shape, tx, seed)
+        opt_state = state.opt_state
+        for name, value in member_values.items():
+            opt_state = set_hyperparameter(opt_state, name, value)
+        return state.replace(opt_state=opt_state)
+
+    return jax.jit(jax.vmap(one))(seeds, values)
+
+
+def _make_member_evaluation(model: Layer, loss, metrics):
+    apply = batched(model)
+
+    def evaluate(state: TrainState, xs, ys, masks):
+        """Loss and metrics of one member over padded batches xs: (num_batches, B, ...)."""
+
+        def body(acc, batch):
+            x, y, mask = batch
+            outputs, _ = apply(state.params, state.model_state, x, train=False)
+            losses = jax.vmap(loss)(outputs, y)
+            acc = dict(acc, loss_sum=acc["loss_sum"] + jnp.sum(jnp.where(mask, losses, 0.0)),
+                       count=acc["count"] + jnp.sum(mask))
+            for metric in metrics:
+                acc[metric.name] = metric.update(acc[metric.name], outputs, y, mask)
+            return acc, None
+
+        total = xs.shape[0] * xs.shape[1]
+        init = {"loss_sum": jnp.zeros(()), "count": jnp.zeros((), jnp.int32),
+                **{m.name: m.init(total) for m in metrics}}
+        acc, _ = jax.lax.scan(body, init, (xs, ys, masks))
+        return {"loss": acc["loss_sum"] / acc["count"],
+                **{m.name: m.compute(acc[m.name]) for m in metrics}}
+
+    return evaluate
+
+
+def _stacked_batches(x, y, batch_size: int):
+    """A split as padded (num_batches, batch_size, ...) arrays plus the mask of real rows."""
+    parts = list(padded_batches(np.asarray(x), np.asarray(y), batch_size))
+    return tuple(jnp.asarray(np.stack(p)) for p in zip(*parts))
+
+
+def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=(), augment=None,
+                          map_batch_size: int | None, validate: bool):
+    """`epoch(states, active, x, y, epoch, val) -> (states, losses, train_metrics, val_scores, lr)`.
+
+    Every output has a leading population axis. Members whose `active` is
+    False keep their state. `val` is `(xs, ys, masks)` padded batches or None.
+    """
+    train_epoch = make_train_epoch(make_train_step(model, loss, tx, augment=augment), batch_size, metrics)
+    evaluate = _make_member_evaluation(model, loss, metrics) if validate else None
+
+    def member(args, x, y, epoch, val):
+        state, active = args
+        new_state, losses, train_metrics = train_epoch(state, x, y, epoch)
+        new_state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
+        scores = evaluate(new_state, *val) if validate else {}
+        return new_state, losses, train_metrics, scores, current_learning_rate(new_state.opt_state)
+
+    def epoch_fn(states, active, x, y, epoch, val):
+        return jax.lax.map(lambda args: member(args, x, y, epoch, val), (states, active),
+                           batch_size=map_batch_size)
+
+    return epoch_fn
+
+
+def _shard(epoch_fn, mesh: Mesh):
+    """Splits the population axis over the mesh's devices; data and epoch are replicated."""
+    pop, rep = PartitionSpec(AXIS), PartitionSpec()
+    return jax.shard_map(epoch_fn, mesh=mesh, in_specs=(pop, pop, rep, rep, rep, rep),
+                         out_specs=pop, check_vma=False)
+
+
+def _pad_members(members: list[MemberSpec], multiple: int) -> list[MemberSpec]:
+    """Repeats the last member so the population splits evenly over devices (dropped later)."""
+    return members + [members[-1]] * (-len(members) % multiple)
+
+
+def _member_logs(i, epoch, steps, losses, train_metrics, val_scores, learning_rate) -> dict:
+    logs = {"epoch": epoch, "step": steps, "loss": float(np.mean(losses[i]))}
+    logs.update({k: _plain(v[i]) for k, v in train_metrics.items()})
+    logs.update({f"val_{k}": _plain(v[i]) for k, v in val_scores.items()})
+    logs["learning_rate"] = float(learning_rate[i])
+    return logs
+
+
+def _plain(value):
+    value = np.asarray(value)
+    return float(value) if value.ndim == 0 else value.tolist()
+
+
+def train_population(model: Layer, train, val=None, *, members: Sequence[MemberSpec],
+                     loss="cross_entropy", optimizer: dict, epochs: int, batch_size: int,
+                     metrics: Sequence = (), monitor: str = "val_loss", mode: str = "auto",
+                     patience: int | None = None, strategy: str = "auto",
+                     max_members: int | None = None,
+                     on_epoch_end: Callable[[int, list, np.ndarray], Iterable[int]] | None = None,
+                     augment=None, eval_batch_size: int = 512, verbose: int = 1) -> PopulationResult:
+    """Trains every member of a population; one compiled call per epoch for all of them.
+
+    Example:
+      >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(8)]
+      >>> result = train_population(model, (x, y), (x_val, y_val), members=members,
+      ...                           optimizer={"name": "adam"}, epochs=20, batch_size=100,
+      ...                           metrics=["accuracy"], monitor="val_accuracy")
+
+    Args:
+      model, train, val, loss, metrics, augment, batch_size, epochs: as in `fdl.fit`.
+      members: the population; member i is `fit(..., seed=members[i].seed)` with
+        `members[i].hyperparams` set on the optimizer.
+      optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members.
+      monitor, mode: the logged quantity that picks each member's best epoch.
+      patience: per-member early stopping: a member whose monitor has not
+        improved for `patience` epochs stops changing (its best state is kept).
+      strategy: "auto", "vmap" or "map" (see the module docstring); `max_members`
+        caps how many members are vectorized at once ("chunks of K").
+      on_epoch_end: `fn(epoch, logs_per_member, active) -> member indices to stop`,
+        e.g. Optuna pruning.
+      verbose: 2 prints a line per epoch.
+
+    Returns:
+      A PopulationResult (histories, best epochs and states, the strategy used).
+    """
+    members = list(members)
+    if not members:
+        raise ValueError("train_population: members is empty — give at least one MemberSpec")
+    x, y = as_arrays(train)
+    input_shape = tuple(x.shape[1:])
+    loss_fn = get_loss(loss)
+    devices = jax.devices()
+    padded = _pad_members(members, len(devices))
+    population = len(padded)
+    map_batch_size = _map_batch_size(strategy, population // len(devices), max_members)
+    base = _base_optimizer(padded, optimizer)
+    tx, epoch_fn = _compiled(
+        model, loss_fn, json.dumps(base, sort_keys=True), batch_size,
+        tuple(metrics),
+        infer_num_classes(output_shape(model, input_shape)), augment, map_batch_size,
+        val is not None, len(devices))
+    states = init_population(model, input_shape, padded, tx, base)
+    if len(devices) > 1:
+        states = jax.device_put(states, NamedSharding(Mesh(np.asarray(devices), (AXIS,)),
+                                                      PartitionSpec(AXIS)))
+    val_batches = _stacked_batches(*as_arrays(val, "val"), eval_batch_size) if val is not None else None
+    x_device, y_device = jnp.asarray(x), jnp.asarray(y)
+    select = jax.jit(lambda keep, new, old: jax.tree.map(
+        lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old))
+
+    trackers = [Monitor("train_population", monitor, mode) for _ in padded]
+    histories = [[] for _ in padded]
+    best_epoch, waited = [0] * population, [0] * population
+    stopped, pruned = [None] * population, [False] * population
+    active = np.ones(population, bool)
+    best_states = states
+    start = time.perf_counter()
+    steps_per_epoch = x.shape[0] // batch_size
+    for epoch in range(epochs):
+        states, losses, train_metrics, val_scores, lr = epoch_fn(
+            states, jnp.asarray(active), x_device, y_device, epoch, val_batches)
+        losses, train_metrics, val_scores, lr = jax.device_get((losses, train_metrics, val_scores, lr))
+        logs = [_member_logs(i, epoch + 1, (epoch + 1) * steps_per_epoch, losses, train_metrics,
+                             val_scores, lr) for i in range(population)]
+        improved = np.zeros(population, bool)
+        for i in np.flatnonzero(active):
+            histories[i].append(logs[i])
+            value = trackers[i].value(logs[i])
+            if not np.isfinite(value) or not np.all(np.isfinite(losses[i])):
+                active[i], stopped[i] = False, epoch + 1  # diverged: keep its best state
+            elif trackers[i].improved(value):
+                improved[i], best_epoch[i], waited[i] = True, epoch + 1, 0
+            else:
+                waited[i] += 1
+                if patience is not None and waited[i] >= patience:
+                    active[i], stopped[i] = False, epoch + 1
+        best_states = select(jnp.asarray(improved), states, best_states)
+        if on_epoch_end is not None:
+            for i in on_epoch_end(epoch + 1, logs[:len(members)], active[:len(members)].copy()):
+                if active[i]:
+                    active[i], stopped[i], pruned[i] = False, epoch + 1, True
+        if verbose >= 2:
+            shown = [v.get(monitor) for v in logs[:len(members)]]
+            print(f"epoch {epoch + 1}/{epochs}  active {int(active[:len(members)].sum())}/{len(members)}  "
+                  f"best {monitor} {_best(shown, trackers[0].mode):.4g}", flush=True)
+        if not active.any():
+            break
+    n = len(members)
+    return PopulationResult(
+        members=members, histories=histories[:n],
+        best_epoch=best_epoch[:n],
+        best=[h[b - 1] if b else h[-1] for h, b in zip(histories[:n], best_epoch[:n])],
+        final=[h[-1] for h in histories[:n]], stopped_epoch=stopped[:n], pruned=pruned[:n],
+        best_states=jax.tree.map(lambda a: a[:n], best_states),
+        strategy=strategy_label(map_batch_size, population // len(devices)),
+        wall_time_s=time.perf_counter() - start)
+
+
+def _best(values, mode):
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return float("nan")
+    return min(finite) if mode == "min" else max(finite)
+
+
+def evaluate_population(model: Layer, states: TrainState, data, *, loss="cross_entropy",
+                        metrics: Sequence = ("accuracy",), batch_size: int = 512) -> list[dict]:
+    """Each member's loss and metrics on `data` ((x, y) or a Split); one compiled call."""
+    x, y = as_arrays(data, "test")
+    metric_list = as_metrics(metrics, infer_num_classes(output_shape(model, tuple(x.shape[1:]))))
+    evaluate = _make_member_evaluation(model, get_loss(loss), metric_list)
+    batches = _stacked_batches(x, y, batch_size)
+    scores = jax.device_get(jax.jit(lambda s: jax.lax.map(lambda m: evaluate(m, *batches), s))(states))
+    population = jax.tree.leaves(states)[0].shape[0]
+    return [{k: _plain(v[i]) for k, v in scores.items()} for i in range(population)]

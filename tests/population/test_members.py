@@ -1,0 +1,127 @@
+"""Population training: member i equals a solo fit; strategies agree; no recompiles; early stopping."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import fdl
+from fdl import nn
+from fdl.population.members import MemberSpec, evaluate_population, train_population
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 6)).astype(np.float32)
+    y = np.argmax(x[:, :3] + 0.5 * rng.normal(size=(160, 3)), axis=1).astype(np.int32)
+    return (x[:120], y[:120]), (x[120:], y[120:])
+
+
+def model():
+    return nn.serial(nn.Dense(8), nn.Relu(), nn.Dropout(0.2), nn.Dense(3))
+
+
+MEMBERS = [MemberSpec(0, {"learning_rate": 1e-2}), MemberSpec(1, {"learning_rate": 3e-2}),
+           MemberSpec(2, {"learning_rate": 1e-3})]
+COMMON = dict(loss="cross_entropy", optimizer={"name": "adam"}, epochs=3, batch_size=20,
+              metrics=["accuracy"], verbose=0)
+
+
+@pytest.fixture(scope="module")
+def mapped(data):
+    return train_population(model(), *data, members=MEMBERS, strategy="map", **COMMON)
+
+
+def close(a, b):
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=2e-5, atol=2e-6), a, b)
+
+
+def test_each_member_equals_a_solo_fit(data, mapped):
+    for i, member in enumerate(MEMBERS):
+        state, history = fdl.fit(model(), data[0], val=data[1], seed=member.seed, verbose=0,
+                                 optimizer={"name": "adam", **member.hyperparams},
+                                 **{k: COMMON[k] for k in ("loss", "epochs", "batch_size", "metrics")})
+        np.testing.assert_allclose([h["val_loss"] for h in mapped.histories[i]], history["val_loss"], rtol=1e-5)
+        np.testing.assert_allclose(mapped.final[i]["learning_rate"], member.hyperparams["learning_rate"], rtol=1e-6)
+        best = mapped.best_epoch[i]
+        assert mapped.best[i]["val_loss"] == min(h["val_loss"] for h in mapped.histories[i])
+        if best == 3:
+            close(jax.tree.map(lambda a: a[i], mapped.best_states.params), state.params)
+
+
+def test_vmap_and_chunks_agree_with_map(data, mapped):
+    for strategy, max_members, label in (("vmap", None, "vmap"), ("vmap", 2, "chunks of 2")):
+        result = train_population(model(), *data, members=MEMBERS, strategy=strategy,
+                                  max_members=max_members, **COMMON)
+        assert result.strategy == label and mapped.strategy == "map"
+        for got, want in zip(result.histories, mapped.histories):
+            np.testing.assert_allclose([h["val_loss"] for h in got], [h["val_loss"] for h in want], rtol=1e-4)
+
+
+def test_new_hyperparameter_values_and_seeds_do_not_recompile(data):
+    traces = []
+
+    def counting_loss(output, target):
+        traces.append(1)
+        return fdl.losses.cross_entropy(output, target)
+
+    the_model, runs = model(), []
+    for lrs, seeds in (((1e-2, 2e-2), (0, 1)), ((5e-3, 7e-2), (5, 6))):
+        members = [MemberSpec(s, {"learning_rate": lr}) for s, lr in zip(seeds, lrs)]
+        runs.append(train_population(the_model, *data, members=members,
+                                     **{**COMMON, "loss": counting_loss, "epochs": 2}))
+        if len(runs) == 1:
+            first, traces[:] = len(traces), []
+    assert first >= 1 and traces == []  # the second population reused the compiled program
+    assert runs[1].final[1]["learning_rate"] == pytest.approx(7e-2)
+
+
+def test_per_member_early_stopping_freezes_the_member(data):
+    stops = []
+
+    def stop_member_one(epoch, logs, active):
+        stops.append(active.copy())
+        return [1] if epoch == 1 else []
+
+    result = train_population(model(), *data, members=MEMBERS, strategy="map",
+                              on_epoch_end=stop_member_one, **COMMON)
+    assert result.pruned == [False, True, False] and result.stopped_epoch[1] == 1
+    assert len(result.histories[1]) == 1 and len(result.histories[0]) == 3
+    assert not stops[1][1] and stops[1][0]
+    scores = evaluate_population(model(), result.best_states, data[1], metrics=["accuracy"])
+    assert len(scores) == 3 and all(0 <= s["accuracy"] <= 1 for s in scores)
+    np.testing.assert_allclose(scores[1]["loss"], result.best[1]["val_loss"], rtol=1e-5)
+
+
+def test_patience_stops_members_that_stop_improving(data):
+    result = train_population(model(), *data, members=[MemberSpec(0, {"learning_rate": 0.0})],
+                              patience=1, **{**COMMON, "epochs": 4})
+    assert result.stopped_epoch == [2] and len(result.histories[0]) == 2
+
+
+SHARDED = textwrap.dedent("""
+    import json, numpy as np, jax
+    from fdl import nn
+    from fdl.population.members import MemberSpec, train_population
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 4)).astype(np.float32); y = (x[:, 0] > 0).astype(np.int32)
+    members = [MemberSpec(s, {"learning_rate": lr}) for s, lr in enumerate([1e-2, 2e-2, 3e-2])]
+    r = train_population(nn.serial(nn.Dense(4), nn.Relu(), nn.Dense(2)), (x, y), (x, y), members=members,
+                         optimizer={"name": "adam"}, epochs=2, batch_size=20, verbose=0, strategy="map")
+    print(json.dumps({"devices": len(jax.devices()), "val": [h[-1]["val_loss"] for h in r.histories]}))
+""")
+
+
+def test_four_simulated_devices_give_the_same_results_as_one():
+    outputs = []
+    for count in (1, 4):
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+        done = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(__import__("json").loads(done.stdout.strip().splitlines()[-1]))
+    assert [o["devices"] for o in outputs] == [1, 4]
+    np.testing.assert_allclose(outputs[0]["val"], outputs[1]["val"], rtol=1e-5)
