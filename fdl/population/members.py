@@ -252,6 +252,10 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
 
     Returns:
       A PopulationResult (histories, best epochs and states, the strategy used).
+
+    The compiled program is cached on (model, loss, augment objects, the shared
+    optimizer arguments, batch size, metric names, strategy): pass the same
+    model object again (e.g. for the next batch of a sweep) and nothing recompiles.
     """
     members = list(members)
     if not members:

@@ -8,7 +8,7 @@ Pieces a researcher can compose: `TrainState`/`init_train_state`,
 from fdl.train import callbacks
 from fdl.train.checkpoint import load_checkpoint, save_checkpoint
 from fdl.train.epoch import (
-    host_batches, make_replay_epoch, make_step_epoch, make_train_epoch, run_host_epoch,
+    host_batches, make_host_epoch, make_replay_epoch, make_step_epoch, make_train_epoch,
 )
 from fdl.train.evaluate import evaluate_arrays, predict_arrays
 from fdl.train.fit import History, NonFiniteLossError, evaluate, fit, predict
@@ -17,7 +17,7 @@ from fdl.train.step import guard, make_loss_fn, make_train_step, per_example_gra
 
 __all__ = [
     "callbacks", "load_checkpoint", "save_checkpoint", "host_batches", "make_train_epoch",
-    "run_host_epoch", "make_replay_epoch", "evaluate_arrays", "predict_arrays", "History", "NonFiniteLossError",
+    "make_host_epoch", "make_replay_epoch", "evaluate_arrays", "predict_arrays", "History", "NonFiniteLossError",
     "evaluate", "fit", "make_step_epoch", "predict", "TrainState", "init_train_state", "guard",
     "make_loss_fn", "make_train_step", "per_example_grads",
 ]

@@ -117,19 +117,36 @@ def host_batches(state: TrainState, x, y, epoch: int, batch_size: int) -> Iterab
         yield x[batch], y[batch]
 
 
-def run_host_epoch(jitted_step, state: TrainState, batches: Iterable):
-    """Steps through `batches` (e.g. `host_batches` or a `fdl.data.NpyStream` epoch).
+def make_host_epoch(step):
+    """The path for data that stays on the host: `run(state, batches) -> (state, losses, {})`.
 
-    Args:
-      jitted_step: `jax.jit(step)` for `step` from make_train_step.
-      state: the state to start from.
-      batches: an iterable of (x, y) device or numpy arrays.
-
-    Returns:
-      (state, losses (num_batches,)): the fused epoch's contract, without metrics.
+    `batches` yields (x, y) batches (numpy or device arrays), e.g. `host_batches`
+    through a `fdl.data.Prefetcher`, or a `fdl.data.NpyStream` epoch. Like the
+    per-step path it donates a copy of the state and a loss buffer.
     """
-    losses = []
-    for x, y in batches:
-        state, loss, _ = jitted_step(state, x, y)
-        losses.append(loss)
-    return state, jnp.stack(losses)
+
+    def one_step(state, losses, i, x, y):
+        state, loss, _ = step(state, x, y)
+        return state, losses.at[i].set(loss)
+
+    one_step = jax.jit(one_step, donate_argnums=(0, 1))
+    copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+    def run(state, batches, num_batches: int):
+        state, losses = copy(state), jnp.zeros(num_batches, jnp.float32)
+        for i, (x, y) in enumerate(batches):
+            state, losses = one_step(state, losses, i, x, y)
+        return state, losses, {}
+
+    return run
+
+
+def replay_host_epoch(step, state: TrainState, batches):
+    """The host path's `make_replay_epoch`: (last finite state, first failed step or -1)."""
+    guarded = jax.jit(guard(step))
+    halted = jnp.zeros((), bool)
+    for i, (x, y) in enumerate(batches):
+        state, _, _, halted = guarded(state, x, y, halted)
+        if halted:
+            return state, i
+    return state, -1

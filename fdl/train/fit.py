@@ -10,7 +10,6 @@ import time
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -19,7 +18,9 @@ from fdl.metrics import Metric, get_metric
 from fdl.nn.core import Layer
 from fdl.optim import current_learning_rate, make_optimizer
 from fdl.train.callbacks import ProgressBar, Run, as_callback
-from fdl.train.epoch import epoch_is_finite, make_replay_epoch, make_step_epoch, make_train_epoch
+from fdl.data.stream import NpyStream
+from fdl.train.placement import device_epochs, fits_on_device, host_epochs
+from fdl.train.epoch import epoch_is_finite
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, evaluate_arrays, predict_arrays
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_train_step
@@ -108,14 +109,17 @@ def _plain(value):
 def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam", epochs: int = 1,
         batch_size: int = 32, metrics: Sequence = (), callbacks: Sequence = (), seed: int = 0,
         augment=None, state: TrainState | None = None, fused: bool = True,
-        per_example: bool = False, eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+        placement: str = "auto", per_example: bool = False, eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
         verbose: int = 1) -> tuple[TrainState, History]:
     """Trains `model` on `train` and returns the final state and the per-epoch history.
 
     Each epoch is one compiled call: by default `lax.scan` over the epoch's
     steps with the data on the device, shuffled there by the state's data key;
     `fused=False` steps from the host with one compiled call per step (same
-    batches, same numbers). The last partial batch of each epoch is dropped.
+    batches, same numbers). Data too big for the device (or an
+    `fdl.data.NpyStream`) stays on the host and is streamed batch by batch,
+    prefetched to the device, in the same order. The last partial batch of each
+    epoch is dropped.
 
     Example:
       >>> state, history = fdl.fit(model, (x, y), val=(x_val, y_val), loss="cross_entropy",
@@ -124,8 +128,9 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
 
     Args:
       model: the Layer to train (written for one example).
-      train: (x, y) arrays, an fdl.data Split, or an fdl.data Dataset (then its
-        val split is used when `val` is None). x: (n, *input_shape).
+      train: (x, y) arrays, an fdl.data Split, an fdl.data Dataset (then its
+        val split is used when `val` is None), or an fdl.data.NpyStream (its
+        files are read in this run's order; `batch_size` is fit's). x: (n, *input_shape).
       val: optional validation data, evaluated after every epoch ("val_" keys).
       loss: a name from fdl.losses or a per-example `loss(output, target)`.
       optimizer: a name, a dict for fdl.optim.make_optimizer, or an optax transformation.
@@ -138,6 +143,8 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
       augment: per-example `(key, x) -> x` applied inside the compiled step (train only).
       state: a TrainState to resume from (e.g. from fdl.load_checkpoint).
       fused: run each epoch as one `lax.scan` (default) or step from the host.
+      placement: "device" (upload the data once), "host" (stream batches), or
+        "auto": the device when the data takes at most half its free memory.
       per_example: feed the optimizer per-example gradients (DP-SGD through optax).
       eval_batch_size: batch size of validation passes.
       verbose: 0 quiet, 1 progress bar on a terminal, 2 also one line per epoch otherwise.
@@ -151,7 +158,8 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     """
     if val is None and hasattr(train, "val") and getattr(train, "val") is not None:
         val = train.val
-    x, y = as_arrays(train)
+    stream = train if isinstance(train, NpyStream) else None
+    x, y = (stream.x, stream.y) if stream is not None else as_arrays(train)
     input_shape = tuple(x.shape[1:])
     loss_fn, tx = get_loss(loss), as_optimizer(optimizer)
     metric_list = as_metrics(metrics, infer_num_classes(output_shape(model, input_shape)))
@@ -162,12 +170,15 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     if state is None:
         state = init_train_state(model, input_shape, tx, seed)
     step = make_train_step(model, loss_fn, tx, augment=augment, per_example=per_example)
-    # No donation: the state an epoch starts from is kept until the epoch is
-    # known to be finite, so a NaN never overwrites the last good state.
-    run_epoch = (jax.jit(make_train_epoch(step, batch_size, metric_list))
-                 if fused else make_step_epoch(step, batch_size))
+    if placement == "auto":
+        placement = "host" if stream is not None or not fits_on_device(x, y) else "device"
+    if placement == "device":
+        run_epoch, replay_epoch = device_epochs(step, batch_size, metric_list, fused, x, y)
+    elif placement == "host":
+        run_epoch, replay_epoch = host_epochs(step, batch_size, x, y, stream)
+    else:
+        raise ValueError(f"fit: placement must be 'auto', 'device' or 'host', got {placement!r}")
     check_epoch = jax.jit(epoch_is_finite)
-    x_device, y_device = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
     val_arrays = as_arrays(val, "val") if val is not None else None
 
     run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -178,10 +189,9 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     try:
         for epoch in range(int(run.state.step) // steps_per_epoch, epochs):
             start = time.perf_counter()
-            new_state, losses, train_metrics = run_epoch(run.state, x_device, y_device, epoch)
+            new_state, losses, train_metrics = run_epoch(run.state, epoch)
             if not check_epoch(new_state, losses):
-                good_state, bad = jax.jit(make_replay_epoch(step, batch_size))(
-                    run.state, x_device, y_device, epoch)
+                good_state, bad = replay_epoch(run.state, epoch)
                 raise NonFiniteLossError(epoch + 1, int(bad) + 1, int(good_state.step) + 1, good_state,
                                          run.history)
             losses = np.asarray(losses)

@@ -160,3 +160,25 @@ def test_bad_batch_size_is_a_clear_error():
     x, y = class_data(n=20)
     with pytest.raises(ValueError, match=r"batch_size must be in \[1, 20\]"):
         fdl.fit(mlp(), (x, y), batch_size=64, verbose=0)
+
+
+def test_host_placement_and_npy_stream_train_like_the_device(tmp_path):
+    x, y = class_data()
+    common = dict(epochs=2, batch_size=40, seed=5, verbose=0)
+    on_device, _ = fdl.fit(mlp(), (x, y), placement="device", **common)
+    on_host, _ = fdl.fit(mlp(), (x, y), placement="host", **common)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    stream = fdl.data.NpyStream(tmp_path / "x.npy", tmp_path / "y.npy", 7, key=jax.random.key(0))
+    streamed, _ = fdl.fit(mlp(), stream, **common)
+    for other in (on_host, streamed):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     on_device.params, other.params)
+
+
+def test_nan_guard_on_the_host_path():
+    x, y = class_data(n=100)
+    x[11] = np.inf
+    with pytest.raises(fdl.NonFiniteLossError, match="epoch 1") as error:
+        fdl.fit(mlp(), (x, y), epochs=2, batch_size=10, placement="host", verbose=0)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(error.value.state.params))

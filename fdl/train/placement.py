@@ -1,0 +1,65 @@
+"""Where the training data lives during `fit`: on the device, or on the host and streamed.
+
+Both give `run(state, epoch) -> (state, losses, train_metrics)` and
+`replay(state, epoch) -> (last finite state, first failed step or -1)` over the
+same batches in the same order (`fdl.data.order.batch_indices`).
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fdl.data.order import batch_indices
+from fdl.data.stream import NpyStream, Prefetcher
+from fdl.train.epoch import make_host_epoch, make_replay_epoch, make_step_epoch, make_train_epoch, replay_host_epoch
+from fdl.train.state import data_key
+
+DEVICE_SHARE = 0.5  # the data may take this share of the device's free memory
+
+
+def free_device_bytes(device=None) -> int:
+    """Free memory of `device` in bytes; on a CPU, half the machine's physical memory."""
+    device = device or jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def fits_on_device(*arrays) -> bool:
+    """Whether the arrays together take at most DEVICE_SHARE of the device's free memory."""
+    return sum(np.asarray(a).nbytes for a in arrays if a is not None) <= DEVICE_SHARE * free_device_bytes()
+
+
+def device_epochs(step, batch_size: int, metrics, fused: bool, x, y):
+    """Upload x, y once; epochs fused in one `lax.scan` (or one call per step)."""
+    x, y = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
+    # No donation: the state an epoch starts from is kept until the epoch is
+    # known to be finite, so a NaN never overwrites the last good state.
+    epoch_fn = jax.jit(make_train_epoch(step, batch_size, metrics)) if fused else make_step_epoch(step, batch_size)
+    replay = jax.jit(make_replay_epoch(step, batch_size))
+    return (lambda state, epoch: epoch_fn(state, x, y, epoch),
+            lambda state, epoch: replay(state, x, y, epoch))
+
+
+def host_epochs(step, batch_size: int, x, y, stream: NpyStream | None):
+    """Keep x, y (numpy or memory-mapped) on the host; prefetch each epoch's batches."""
+    run_host = make_host_epoch(step)
+    num_batches = x.shape[0] // batch_size
+
+    def batches(state, epoch):
+        if stream is not None:
+            keyed = NpyStream(stream.x_path, stream.y_path, batch_size, key=data_key(state),
+                              prefetch=stream.prefetch)
+            return keyed.host_batches(epoch)
+        indices = np.asarray(batch_indices(data_key(state), epoch, x.shape[0], batch_size))
+        return ((np.asarray(x[batch]), np.asarray(y[batch])) for batch in indices)
+
+    def run(state, epoch):
+        with Prefetcher(batches(state, epoch)) as prefetched:
+            return run_host(state, prefetched, num_batches)
+
+    return run, lambda state, epoch: replay_host_epoch(step, state, batches(state, epoch))
