@@ -182,3 +182,20 @@ def test_nan_guard_on_the_host_path():
     with pytest.raises(fdl.NonFiniteLossError, match="epoch 1") as error:
         fdl.fit(mlp(), (x, y), epochs=2, batch_size=10, placement="host", verbose=0)
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(error.value.state.params))
+
+
+def test_dp_sgd_through_optax_clips_each_example():
+    """per_example=True feeds optax's DP aggregate; with zero noise it averages clipped grads."""
+    x, y = class_data(n=40)
+    model = nn.serial(nn.Dense(3))
+    clip = 1e-3
+    tx = optax.chain(optax.contrib.differentially_private_aggregate(clip, 0.0, key=jax.random.key(0)), optax.sgd(1.0))
+    state, _ = fdl.fit(model, (x, y), optimizer=tx, epochs=1, batch_size=40, per_example=True, verbose=0)
+    start = fdl.init_train_state(model, (5,), tx, 0)
+    grads = fdl.train.per_example_grads(model, fdl.losses.cross_entropy, start.params, start.model_state, x, y,
+                                        jax.random.key(0))
+    flat = np.concatenate([np.asarray(g).reshape(40, -1) for g in jax.tree.leaves(grads)], axis=1)
+    scale = np.minimum(1.0, clip / np.linalg.norm(flat, axis=1))
+    expected = jax.tree.map(lambda p, g: p - np.mean(np.asarray(g) * scale.reshape(-1, *[1] * (g.ndim - 1)), 0),
+                            start.params, grads)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), state.params, expected)
