@@ -18,7 +18,6 @@ Conventions (chosen on purpose; they are where PyTorch and Keras users trip):
   mean equals PyTorch's ``reduction="mean"``. The VAE terms are the exception:
   they are *summed* over data and latent dimensions, as a log-likelihood is.
 """
-import difflib
 import functools
 import math
 from typing import Callable
@@ -26,6 +25,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
+
+from fdl.errors import unknown_name_message
 
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -278,10 +279,3 @@ def get_loss(name_or_callable: str | Loss) -> Loss:
     if name_or_callable in LOSSES:
         return LOSSES[name_or_callable]
     raise ValueError(unknown_name_message("loss", name_or_callable, LOSSES))
-
-
-def unknown_name_message(kind: str, name: object, valid) -> str:
-    """One-line error for an unknown registry name: culprit, suggestion, valid names."""
-    close = difflib.get_close_matches(str(name), list(valid), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown {kind} {name!r} — {hint}valid: {', '.join(sorted(valid))}"

@@ -37,7 +37,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fdl.losses import unknown_name_message
+from fdl.errors import unknown_name_message
 
 
 class Metric(NamedTuple):

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fdl.losses import unknown_name_message
+from fdl.errors import unknown_name_message
 
 Schedule = Callable[[jax.Array], jax.Array]
 

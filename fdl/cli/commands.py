@@ -96,3 +96,6 @@ def run_summary(args) -> int:
     check_model_fits_data(model, prepared.dataset.feature_shape)
     print(summary(model, prepared.dataset.feature_shape))
     return 0
+
+
+from fdl.cli.sweep import run_sweep  # noqa: E402,F401 — `fdl sweep` (main dispatches run_<command>)

@@ -20,6 +20,13 @@ EXAMPLES = {
             "  fdl eval runs/mnist1d_cnn-20261125-101500 --split val --checkpoint last",
     "predict": "examples:\n  fdl predict runs/mnist1d_cnn-20261125-101500 x.npy --out predictions.npy",
     "summary": "examples:\n  fdl summary configs/mnist1d_cnn.yaml",
+    "sweep": "examples:\n  fdl sweep configs/mnist1d_mlp_sweep.yaml\n"
+             "  fdl sweep configs/mnist1d_cnn_sweep.yaml --out runs/cnn-sweep --workers 2\n"
+             "  fdl sweep configs/mnist1d_cnn_sweep.yaml --storage postgresql+psycopg2://user@dbhost/fdl "
+             "--study cnn   # on every machine\n"
+             "  fdl sweep configs/mnist1d_cnn_sweep.yaml --storage journal:///shared/cnn.log --study cnn\n"
+             "  fdl sweep configs/mnist1d_mlp_sweep.yaml --set sweep.seeds=4 --set training.epochs=50\n"
+             "  fdl sweep --resume runs/mnist1d_mlp_sweep-sweep-20261125-101500",
 }
 
 
@@ -58,6 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     summary = command("summary", "print the model table of a config")
     summary.add_argument("config", help="YAML config file")
     summary.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    sweep = command("sweep", "train the populations a config's sweep: section asks for; results, best.yaml, plots")
+    sweep.add_argument("config", nargs="?", help="YAML config with a sweep: section (omit with --resume)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--out", help="sweep directory (default runs/<config name>-sweep-<timestamp>)")
+    sweep.add_argument("--storage", help="Optuna storage URL shared by workers (default: study.db in the "
+                                         "sweep directory), e.g. postgresql+psycopg2://user@host/db")
+    sweep.add_argument("--study", help="study name (default: the config's name); workers join by name")
+    sweep.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    sweep.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR; finished trials are kept")
+    sweep.add_argument("--worker", action="store_true", help="train trials only, write no results "
+                                                             "(what --workers starts)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
 

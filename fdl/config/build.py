@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from fdl import data as fdl_data
 from fdl import losses, nn
 from fdl.config.load import ConfigError
-from fdl.losses import unknown_name_message
+from fdl.errors import unknown_name_message
 from fdl.nn.models import MODELS
 from fdl.optim import make_optimizer
 from fdl.train import callbacks as cb

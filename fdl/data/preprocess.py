@@ -10,12 +10,12 @@ feature's spread is below `eps` (scikit-learn's `StandardScaler` rule), so a
 constant feature maps to 0 instead of dividing by zero.
 """
 import dataclasses
-import difflib
 from typing import NamedTuple
 
 import numpy as np
 
 from fdl.data.dataset import Dataset, Split
+from fdl.errors import unknown_name_message
 
 
 class StandardizeStats(NamedTuple):
@@ -103,9 +103,7 @@ METHODS = {"standardize": (fit_standardize, apply_standardize),
 
 def _method(name: str):
     if name not in METHODS:
-        close = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown preprocessing {name!r}{hint}; valid: {', '.join(METHODS)}")
+        raise ValueError(unknown_name_message("preprocessing", name, METHODS))
     return METHODS[name]
 
 

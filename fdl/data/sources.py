@@ -12,13 +12,12 @@ Fashion-MNIST are read from files the user already has, and mnist1d is
 generated locally by the `mnist1d` package and cached as an .npz in
 `cache_dir()`.
 """
-import difflib
 import gzip
+import io
 import hashlib
 import os
 import random
 import struct
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -27,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from fdl.data.dataset import Dataset, Split
+from fdl.errors import closest
+from fdl.io import write_bytes
 from fdl.data.validate import validate_dataset
 
 DIGIT_NAMES = tuple(str(digit) for digit in range(10))
@@ -198,8 +199,8 @@ def _column_index(path: Path, label_column: int | str, header: bool, delimiter: 
 
 
 def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    match = closest(word, choices)
+    return f" (did you mean {match!r}?)" if match else ""
 
 # ---------------------------------------------------------------------------
 # MNIST and Fashion-MNIST from IDX files
@@ -374,17 +375,10 @@ def _discard(path: Path, reason: str) -> None:
 
 
 def _write_cache(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Writes `arrays` plus their sha256 atomically: a temp file, then `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same folder, so os.replace is a rename on one filesystem: readers never see half a file
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, sha256=np.array(array_digest(arrays)), **arrays)
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
+    """Writes `arrays` plus their sha256 atomically (fdl.io.write_bytes)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, sha256=np.array(array_digest(arrays)), **arrays)
+    write_bytes(path, buffer.getvalue())
 
 # ---------------------------------------------------------------------------
 # The dispatcher

@@ -5,13 +5,13 @@
 """
 from __future__ import annotations
 
-import difflib
 import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from fdl.errors import unknown_name_message
 from fdl.nn.core import Layer
 
 relu = jax.nn.relu
@@ -49,9 +49,7 @@ def get_activation(spec: str | Callable) -> Callable:
     if callable(spec):
         return spec
     if spec not in ACTIVATIONS:
-        close = difflib.get_close_matches(str(spec), ACTIVATIONS, n=1)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown activation {spec!r}{hint} valid: {', '.join(ACTIVATIONS)}")
+        raise ValueError(unknown_name_message("activation", spec, ACTIVATIONS))
     return ACTIVATIONS[spec]
 
 

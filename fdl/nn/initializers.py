@@ -7,10 +7,11 @@ PyTorch's is closest to "lecun_uniform" (kaiming_uniform with a=sqrt(5)).
 """
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 from jax.nn import initializers as jinit
+
+from fdl.errors import unknown_name_message
 
 Initializer = Callable  # (key, shape, dtype) -> array
 
@@ -47,7 +48,5 @@ def get_initializer(spec: str | Initializer, *, owner: str = "layer") -> Initial
     if callable(spec):
         return spec
     if spec not in INITIALIZERS:
-        close = difflib.get_close_matches(str(spec), INITIALIZERS, n=1)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{owner}: unknown initializer {spec!r}{hint} valid: {', '.join(INITIALIZERS)}")
+        raise ValueError(f"{owner}: {unknown_name_message('initializer', spec, INITIALIZERS)}")
     return INITIALIZERS[spec]()

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from fdl.losses import unknown_name_message
+from fdl.errors import unknown_name_message
 from fdl.nn.activations import Activation
 from fdl.nn.combinators import serial
 from fdl.nn.conv import Conv1D, Conv2D

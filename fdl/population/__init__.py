@@ -1,7 +1,31 @@
-"""fdl.population: many members of a model trained as one compiled program, and sweeps.
+"""fdl.population: populations of models as one compiled program, and sweeps over them.
 
-Importable on its own (it never imports the command line).
+Two layers, importable without the command line:
+  members   the engine (imports fdl.train, never fdl.config): `train_population`
+            trains P members (seeds x injected hyperparameters) per compiled call.
+  spec, search, sweep, results
+            the sweep (imports fdl.config: it reads configs): a `sweep:` section
+            -> points -> groups of one program each -> an Optuna study shared by
+            any number of workers -> results.csv, best.yaml, plots.
+
+Nothing in fdl.config imports this package, so the direction stays
+cli -> population -> config -> train.
+
+Example:
+  >>> result = fdl.population.run_sweep("configs/mnist1d_mlp_sweep.yaml")
+  >>> result.best["point"], result.best["mean"]
 """
 from fdl.population.members import MemberSpec, PopulationResult, evaluate_population, train_population
+from fdl.population.search import make_pruner, make_sampler, make_storage, open_study, work
+from fdl.population.spec import (VECTORIZABLE, Choice, Group, IntRange, SweepSpec, Uniform,
+                                 grid_points, group_points, groups, initial_points, parse_sweep,
+                                 random_points)
+from fdl.population.sweep import SweepResult, TrialTrainer, run_sweep
 
-__all__ = ["MemberSpec", "PopulationResult", "train_population", "evaluate_population"]
+__all__ = [
+    "MemberSpec", "PopulationResult", "train_population", "evaluate_population",
+    "SweepSpec", "Choice", "Uniform", "IntRange", "Group", "VECTORIZABLE", "parse_sweep",
+    "grid_points", "random_points", "initial_points", "group_points", "groups",
+    "make_sampler", "make_pruner", "make_storage", "open_study", "work",
+    "SweepResult", "TrialTrainer", "run_sweep",
+]

@@ -8,13 +8,13 @@ file names a run directory holds are the constants below.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from fdl.io import write_bytes
 
 # What a run directory holds (fdl.records writes them; the command line reads them).
 METRICS_FILE = "metrics.jsonl"  # one JSON object per epoch: the logs `fit` passes callbacks
@@ -63,41 +63,6 @@ def to_json_value(value: Any) -> Any:
         return os.fspath(value)
     raise TypeError(f"cannot encode {type(value).__name__} as JSON — convert it to a "
                     "number, string, list or dict first")
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes `data` to `path` atomically: a temporary file in the same folder, fsync, rename.
-
-    Readers see either the old file or the complete new one, never a part; the
-    temporary file is removed if anything fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    # os.open with 0o666 honours the umask (tempfile.mkstemp would force 0o600).
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
-    return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (Windows).
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

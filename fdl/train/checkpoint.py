@@ -8,34 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
 import numpy as np
 from flax import serialization
 
+from fdl.io import write_bytes
+
 
 def save_checkpoint(path: str | os.PathLike, state: Any, *, metadata: dict | None = None) -> str:
     """Writes `state` (any pytree, e.g. a TrainState) and JSON-able `metadata` to `path`."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     payload = {"state": serialization.to_state_dict(jax.device_get(state)),
                "metadata": json.dumps(metadata or {}, default=_jsonable)}
-    data = serialization.msgpack_serialize(payload)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".ckpt")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    write_bytes(path, serialization.msgpack_serialize(payload))
+    return os.fspath(path)
 
 
 def load_checkpoint(path: str | os.PathLike, target: Any = None) -> tuple[Any, dict]:

@@ -55,8 +55,8 @@ def test_transform_by_name_and_saved_stats_match():
 
 
 def test_unknown_method_suggests_one():
-    with pytest.raises(ValueError, match=r"unknown preprocessing 'standardise' \(did you mean "
-                                         r"'standardize'\?\); valid: standardize, min_max"):
+    with pytest.raises(ValueError, match=r"unknown preprocessing 'standardise' — did you mean "
+                                         r"'standardize'\? valid: min_max, standardize"):
         preprocess(from_arrays(X), "standardise")
 
 

@@ -1,0 +1,269 @@
+"""The sweep's Optuna study: storage, sampler and pruner by name, and the worker loop.
+
+Every sweep runs against one Optuna study; a trial is one point, trained with
+`spec.seeds` members. Grid and random sweeps enqueue their points once (the
+worker whose `create_study` succeeds does it), so any number of workers pull
+from the same queue; Optuna sweeps ask the sampler for new points.
+
+A worker (`work`) repeats: fail stale trials, ask up to `population_size`
+trials, train them as populations (the `train` function it is given), tell
+the results — until the study holds the requested number of COMPLETE or PRUNED
+trials. A trial's heartbeat is recorded while it trains; a worker killed
+mid-population stops beating, and after `grace_period` seconds any other
+worker marks its trials FAIL and re-enqueues a copy with the same point
+(`RetryHeartbeatStaleTrialCallback`). Only COMPLETE and PRUNED trials count,
+so a finished trial is never lost and never trained twice.
+
+Heartbeats need a database storage (`sqlite:///...`, `postgresql+psycopg2://...`,
+`mysql+pymysql://...`): Optuna's journal storage (`journal:///path/to/file.log`)
+shares work but has no heartbeat, so a killed worker's trials stay RUNNING there.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import socket
+import threading
+import time
+import warnings
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from fdl.config.load import ConfigError
+from fdl.losses import unknown_name_message
+from fdl.population.spec import Choice, SweepSpec, encode_value
+
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
+            "qmc": "QMCSampler", "gp": "GPSampler", "nsgaii": "NSGAIISampler",
+            "nsgaiii": "NSGAIIISampler", "bruteforce": "BruteForceSampler"}
+PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner",
+           "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
+           "threshold": "ThresholdPruner", "wilcoxon": "WilcoxonPruner", "none": "NopPruner"}
+MAX_RETRY = 3           # a trial whose worker died this many times is given up
+READY_TIMEOUT_S = 120   # how long a worker waits for the study's creator to enqueue its points
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+WORKER_ATTR = "fdl_worker"   # host:pid of the worker that holds (held) a trial
+
+
+def _optuna_class(where: str, spec: dict, names: dict, module):
+    """The Optuna class `spec["name"]` names (a short name or the class name) and its kwargs."""
+    name = spec["name"]
+    class_name = names.get(name, name if name in names.values() else None)
+    if class_name is None:
+        raise ConfigError(f"{where}: {unknown_name_message(where.split('.')[-1], name, names)}")
+    cls = getattr(module, class_name)
+    arguments = {k: v for k, v in spec.items() if k != "name"}
+    valid = list(inspect.signature(cls).parameters)
+    for key in arguments:
+        if key not in valid:
+            raise ConfigError(f"{where}: {unknown_name_message(f'{name} argument', key, valid)}")
+    return cls, arguments
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences Optuna's 'experimental' notices and its advice to use Study.optimize with
+    heartbeats: ask-and-tell is the point here, and heartbeats are recorded by `heartbeat`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        yield
+
+
+def _build(where: str, cls, arguments: dict):
+    with _quiet():
+        try:
+            return cls(**arguments)
+        except (TypeError, ValueError, ImportError) as error:
+            raise ConfigError(f"{where}: {cls.__name__}: {error}") from None
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The sampler `sweep.sampler` names, seeded with `sweep.sampler_seed` when it takes a seed."""
+    cls, arguments = _optuna_class("sweep.sampler", spec.sampler, SAMPLERS, optuna.samplers)
+    if "seed" in inspect.signature(cls).parameters:
+        arguments.setdefault("seed", spec.sampler_seed)
+    return _build("sweep.sampler", cls, arguments)
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    """The pruner `sweep.pruner` names (optuna sweeps only; grid and random never prune)."""
+    if spec.method != "optuna":
+        return optuna.pruners.NopPruner()
+    return _build("sweep.pruner", *_optuna_class("sweep.pruner", spec.pruner, PRUNERS, optuna.pruners))
+
+
+def check_sampler(sampler: dict) -> None:
+    _build("sweep.sampler", *_optuna_class("sweep.sampler", sampler, SAMPLERS, optuna.samplers))
+
+
+def check_pruner(pruner: dict) -> None:
+    _build("sweep.pruner", *_optuna_class("sweep.pruner", pruner, PRUNERS, optuna.pruners))
+
+
+def make_storage(url: str, spec: SweepSpec) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL; `journal:///path` is a journal file, anything else a database.
+
+    Database storages record heartbeats every `spec.heartbeat_interval` s and
+    retry the trials of a worker silent for `spec.grace_period` s.
+    """
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal://"):]))
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(5):  # workers started together race to create the tables
+        try:
+            with _quiet():
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval,
+                    grace_period=spec.grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY))
+        except Exception as error:  # noqa: BLE001 — sqlalchemy's errors vary by database
+            if attempt == 4 or isinstance(error, (ImportError, ValueError)):
+                raise ConfigError(f"--storage {url}: {str(error).splitlines()[0]}") from None
+            time.sleep(0.5 + attempt)
+
+
+def has_heartbeat(storage) -> bool:
+    """True for a storage that records heartbeats (a database storage made by make_storage)."""
+    return hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval() is not None
+
+
+def encode_point(spec: SweepSpec, point: dict) -> dict:
+    """A point as Optuna parameters (list-valued choices as JSON text)."""
+    return {k: encode_value(v) if isinstance(spec.params[k], Choice) else v for k, v in point.items()}
+
+
+def suggest_point(trial: optuna.Trial, spec: SweepSpec) -> dict:
+    """The trial's point: each swept key suggested from its distribution (fixed if enqueued)."""
+    return {key: dist.suggest(trial, key) for key, dist in spec.params.items()}
+
+
+def open_study(spec: SweepSpec, storage, name: str, points: list[dict]) -> optuna.Study:
+    """Creates the study (and enqueues `points`) or loads the one another worker created.
+
+    Raises:
+      ConfigError: the study `name` exists but holds another sweep.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    options = {"storage": storage, "sampler": make_sampler(spec), "pruner": make_pruner(spec)}
+    try:
+        study = optuna.create_study(study_name=name, direction=spec.direction, **options)
+    except optuna.exceptions.DuplicatedStudyError:
+        return _wait_ready(optuna.load_study(study_name=name, **options), spec)
+    study.set_user_attr("fdl_fingerprint", spec.fingerprint())
+    study.set_user_attr("fdl_method", spec.method)
+    for point in points:
+        study.enqueue_trial(encode_point(spec, point))
+    study.set_user_attr("fdl_ready", True)
+    return study
+
+
+def _wait_ready(study: optuna.Study, spec: SweepSpec) -> optuna.Study:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not study.user_attrs.get("fdl_ready"):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"study {study.study_name!r}: its creator never finished enqueueing "
+                              "its points — start the sweep under a new --study name")
+        time.sleep(0.2)
+    if study.user_attrs.get("fdl_fingerprint") != spec.fingerprint():
+        raise ConfigError(f"--study {study.study_name}: this study holds another sweep (different "
+                          "method, params or seeds) — choose a new --study name")
+    return study
+
+
+def counts(study: optuna.Study) -> dict[TrialState, int]:
+    """How many of the study's trials are in each state."""
+    tally = {state: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        tally[trial.state] += 1
+    return tally
+
+
+@contextlib.contextmanager
+def heartbeat(storage, trial_ids: list[int], interval: float):
+    """Records the trials' heartbeats every `interval` s while the block runs (database storages)."""
+    if not has_heartbeat(storage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(interval):
+            for trial_id in trial_ids:
+                storage.record_heartbeat(trial_id)
+
+    thread = threading.Thread(target=beat, name="fdl-sweep-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _ask(study: optuna.Study, storage, count: int, enqueued_only: bool) -> list[optuna.Trial]:
+    """Asks `count` trials, recording each one's first heartbeat at once.
+
+    With `enqueued_only` (grid/random), a trial the sampler made because
+    another worker emptied the queue first is failed and dropped.
+    """
+    trials = []
+    for _ in range(count):
+        with _quiet():
+            trial = study.ask()
+        # Trial has no public id; the storage API (heartbeats, get_trial) takes it.
+        if has_heartbeat(storage):
+            storage.record_heartbeat(trial._trial_id)
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        if enqueued_only and "fixed_params" not in storage.get_trial(trial._trial_id).system_attrs:
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        trials.append(trial)
+    return trials
+
+
+def give_back(study: optuna.Study, trials: list[optuna.Trial]) -> None:
+    """Fails trials this worker cannot finish and re-enqueues their points for another worker."""
+    with _quiet():
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)
+    for trial in trials:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
+            retry(study, study.tell(trial, state=TrialState.FAIL))
+
+
+def work(study: optuna.Study, storage, spec: SweepSpec,
+         train: Callable[[optuna.Study, list[optuna.Trial]], None]) -> int:
+    """One worker: asks, trains (`train(study, trials)` reports and tells) until the study is done.
+
+    Returns:
+      the number of trials this worker trained.
+    """
+    trained = 0
+    while True:
+        with _quiet():
+            optuna.storages.fail_stale_trials(study)
+        tally = counts(study)
+        finished = sum(tally[s] for s in FINISHED)
+        waiting, running = tally[TrialState.WAITING], tally[TrialState.RUNNING]
+        missing = max(spec.num_samples - finished - running - waiting, 0) if spec.method == "optuna" else 0
+        count = min(spec.population_size, waiting + missing)
+        if count == 0:
+            if finished >= spec.num_samples or not (running and has_heartbeat(storage)):
+                return trained
+            time.sleep(min(spec.heartbeat_interval, 5))  # others' trials: finish or go stale
+            continue
+        trials = _ask(study, storage, count, enqueued_only=spec.method != "optuna")
+        if not trials:
+            continue
+        try:
+            with heartbeat(storage, [t._trial_id for t in trials], spec.heartbeat_interval):
+                train(study, trials)
+        except BaseException:
+            give_back(study, trials)
+            raise
+        trained += len(trials)
