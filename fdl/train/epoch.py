@@ -14,6 +14,7 @@ import numpy as np
 
 from fdl.data.order import batch_indices
 from fdl.metrics import Metric
+from fdl.optim import current_learning_rate
 from fdl.train.state import TrainState, data_key
 from fdl.train.step import all_finite, guard
 
@@ -57,6 +58,22 @@ def make_train_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
 def epoch_is_finite(state: TrainState, losses) -> jax.Array:
     """() bool: every loss of the epoch and every parameter after it is finite."""
     return jnp.all(jnp.isfinite(losses)) & all_finite(state.params)
+
+
+def epoch_summary(state: TrainState, losses, train_metrics: dict) -> dict:
+    """What `fit` logs after an epoch, computed on the device so one transfer brings it all.
+
+    Returns:
+      {"finite": () bool, "step": () int32, "loss": () mean loss,
+       "learning_rate": () (when the optimizer injects it), **train_metrics}.
+    """
+    summary = {"finite": epoch_is_finite(state, losses), "step": state.step,
+               "loss": jnp.mean(losses), **train_metrics}
+    try:
+        summary["learning_rate"] = current_learning_rate(state.opt_state)
+    except ValueError:  # a plain optax optimizer without injected hyperparameters
+        pass
+    return summary
 
 
 def make_replay_epoch(step, batch_size: int):

@@ -16,11 +16,10 @@ import optax
 from fdl.losses import get_loss
 from fdl.metrics import Metric, get_metric
 from fdl.nn.core import Layer
-from fdl.optim import current_learning_rate, make_optimizer
+from fdl.optim import make_optimizer
 from fdl.train.callbacks import ProgressBar, Run, as_callback
 from fdl.data.stream import NpyStream
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
-from fdl.train.epoch import epoch_is_finite
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, evaluate_arrays, predict_arrays
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_train_step
@@ -94,16 +93,12 @@ def infer_num_classes(out_shape) -> int | None:
     return None
 
 
-def _learning_rate(opt_state) -> dict:
-    try:
-        return {"learning_rate": float(current_learning_rate(opt_state))}
-    except ValueError:  # a plain optax optimizer without injected hyperparameters
-        return {}
-
-
 def _plain(value):
+    """A logged device value as a Python int/float (scalars) or a numpy array."""
     value = np.asarray(value)
-    return float(value) if value.ndim == 0 else value
+    if value.ndim:
+        return value
+    return int(value) if value.dtype.kind in "iu" else float(value)
 
 
 def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam", epochs: int = 1,
@@ -178,7 +173,6 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
         run_epoch, replay_epoch = host_epochs(step, batch_size, x, y, stream)
     else:
         raise ValueError(f"fit: placement must be 'auto', 'device' or 'host', got {placement!r}")
-    check_epoch = jax.jit(epoch_is_finite)
     val_arrays = as_arrays(val, "val") if val is not None else None
 
     run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -189,21 +183,19 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     try:
         for epoch in range(int(run.state.step) // steps_per_epoch, epochs):
             start = time.perf_counter()
-            new_state, losses, train_metrics = run_epoch(run.state, epoch)
-            if not check_epoch(new_state, losses):
+            new_state, summary = run_epoch(run.state, epoch)
+            summary = jax.device_get(summary)
+            if not summary.pop("finite"):
                 good_state, bad = replay_epoch(run.state, epoch)
                 raise NonFiniteLossError(epoch + 1, int(bad) + 1, int(good_state.step) + 1, good_state,
                                          run.history)
-            losses = np.asarray(losses)
             seconds = time.perf_counter() - start
             run.state = new_state
-            logs = {"epoch": epoch + 1, "step": int(new_state.step), "loss": float(losses.mean()),
-                    **{k: _plain(v) for k, v in train_metrics.items()}}
+            logs = {"epoch": epoch + 1, **{k: _plain(v) for k, v in summary.items()}}
             if val_arrays is not None:
                 scores = evaluate_arrays(model, new_state.params, new_state.model_state, *val_arrays,
                                          loss=loss_fn, metrics=metric_list, batch_size=eval_batch_size)
                 logs.update({f"val_{k}": v for k, v in scores.items()})
-            logs.update(_learning_rate(new_state.opt_state))
             logs.update(time_s=seconds, steps_per_s=steps_per_epoch / seconds)
             run.history.append(logs)
             for handler in handlers:

@@ -1,6 +1,6 @@
 """Where the training data lives during `fit`: on the device, or on the host and streamed.
 
-Both give `run(state, epoch) -> (state, losses, train_metrics)` and
+Both give `run(state, epoch) -> (state, summary)` (see `fdl.train.epoch.epoch_summary`) and
 `replay(state, epoch) -> (last finite state, first failed step or -1)` over the
 same batches in the same order (`fdl.data.order.batch_indices`).
 """
@@ -14,7 +14,8 @@ import numpy as np
 
 from fdl.data.order import batch_indices
 from fdl.data.stream import NpyStream, Prefetcher
-from fdl.train.epoch import make_host_epoch, make_replay_epoch, make_step_epoch, make_train_epoch, replay_host_epoch
+from fdl.train.epoch import (epoch_summary, make_host_epoch, make_replay_epoch, make_step_epoch,
+                             make_train_epoch, replay_host_epoch)
 from fdl.train.state import data_key
 
 DEVICE_SHARE = 0.5  # the data may take this share of the device's free memory
@@ -39,10 +40,19 @@ def device_epochs(step, batch_size: int, metrics, fused: bool, x, y):
     x, y = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
     # No donation: the state an epoch starts from is kept until the epoch is
     # known to be finite, so a NaN never overwrites the last good state.
-    epoch_fn = jax.jit(make_train_epoch(step, batch_size, metrics)) if fused else make_step_epoch(step, batch_size)
+    if fused:
+        train_epoch = make_train_epoch(step, batch_size, metrics)
+        run = jax.jit(lambda state, x, y, epoch: _summarized(*train_epoch(state, x, y, epoch)))
+    else:
+        step_epoch, summarize = make_step_epoch(step, batch_size), jax.jit(_summarized)
+        run = lambda state, x, y, epoch: summarize(*step_epoch(state, x, y, epoch))  # noqa: E731
     replay = jax.jit(make_replay_epoch(step, batch_size))
-    return (lambda state, epoch: epoch_fn(state, x, y, epoch),
+    return (lambda state, epoch: run(state, x, y, epoch),
             lambda state, epoch: replay(state, x, y, epoch))
+
+
+def _summarized(state, losses, train_metrics):
+    return state, epoch_summary(state, losses, train_metrics)
 
 
 def host_epochs(step, batch_size: int, x, y, stream: NpyStream | None):
@@ -58,8 +68,10 @@ def host_epochs(step, batch_size: int, x, y, stream: NpyStream | None):
         indices = np.asarray(batch_indices(data_key(state), epoch, x.shape[0], batch_size))
         return ((np.asarray(x[batch]), np.asarray(y[batch])) for batch in indices)
 
+    summarize = jax.jit(_summarized)
+
     def run(state, epoch):
         with Prefetcher(batches(state, epoch)) as prefetched:
-            return run_host(state, prefetched, num_batches)
+            return summarize(*run_host(state, prefetched, num_batches))
 
     return run, lambda state, epoch: replay_host_epoch(step, state, batches(state, epoch))
