@@ -135,7 +135,6 @@ def build_data(section: DictConfig, seed: int) -> PreparedData:
         raise ConfigError(f"data: {error}") from None
     if section.limit_train is not None:
         dataset = dataclasses.replace(dataset, train=_first(dataset.train, section.limit_train))
-    dataset = _retarget(dataset, section)
     if dataset.val is None and section.val_fraction > 0:
         dataset = fdl_data.train_val_split(dataset, section.val_fraction,
                                            stratify=dataset.num_classes is not None, seed=seed)
@@ -146,7 +145,8 @@ def build_data(section: DictConfig, seed: int) -> PreparedData:
         except ValueError as error:
             raise ConfigError(f"data.preprocess: {error}") from None
         stats = {k: np.asarray(v) for k, v in fitted._asdict().items()}
-    return PreparedData(dataset, section.preprocess, stats)
+    # After preprocessing, so an autoencoder's targets are its preprocessed inputs.
+    return PreparedData(_retarget(dataset, section), section.preprocess, stats)
 
 
 def _first(split: fdl_data.Split, n: int) -> fdl_data.Split:

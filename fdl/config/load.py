@@ -154,7 +154,8 @@ def _check_model_section(config: DictConfig) -> None:
     has_name, has_layers = config.model.name is not None, config.model.layers is not None
     if has_name == has_layers:
         raise ConfigError("model: give either model.name (a registered model) or model.layers "
-                          "(a list of layer specs), " + ("not both" if has_name else "none is set"))
+                          "(a list of layer specs), " + ("not both — clear the other, e.g. --set "
+                                                         "model.layers=null" if has_name else "none is set"))
 
 
 def to_yaml(config: DictConfig) -> str:

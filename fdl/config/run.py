@@ -47,6 +47,19 @@ def check_model_fits_data(model: Layer, input_shape) -> tuple:
         raise ConfigError(f"model: {error} (the data's examples have shape {tuple(input_shape)})") from None
 
 
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "confusion_matrix", "roc_auc", "top")
+
+
+def check_metrics(config: DictConfig) -> None:
+    """A model that reconstructs its input gets no classification metric."""
+    if config.data.target != "input":
+        return
+    wrong = [m for m in config.metrics if str(m).startswith(CLASSIFICATION_METRICS)]
+    if wrong:
+        raise ConfigError(f"metrics: {', '.join(wrong)} need class labels, but data.target is 'input' "
+                          "(the model reconstructs its input) — use metrics: [mse, mae] or []")
+
+
 def _open_run_dir(config: DictConfig) -> Path:
     if config.output.dir is None:
         return records.create_run_dir(config.output.base, config.name)
@@ -91,6 +104,7 @@ def train_from_config(config: DictConfig) -> RunResult:
     dataset = prepared.dataset
     model = build_model(config.model)
     check_model_fits_data(model, dataset.feature_shape)
+    check_metrics(config)
     loss, optimizer, augment = build_loss(config.loss), build_optimizer(config.optimizer), build_augment(config.data)
     run_dir = _open_run_dir(config)
     config_text = to_yaml(config)

@@ -85,18 +85,22 @@ def vae(latent: int = 16, hidden: Sequence[int] = (256,), *, activation: str = "
 
     Output per example: `(reconstruction_logits (input_size,), mean (latent,), log_var (latent,))`.
     In train mode z = mean + exp(log_var / 2) * eps (reparameterization, eps from
-    the layer's key); in eval mode z = mean. The decoder alone is
-    `params["decoder"]` applied with `vae_decoder(...)` — see `decode`.
+    the layer's key); in eval mode z = mean. To sample from the prior, apply
+    `vae_decoder(input_size, hidden)` with `params["decoder"]` to z ~ N(0, I).
     """
 
     def build(input_size: int) -> Layer:
         trunk = [layer for width in hidden for layer in (Dense(width), Activation(activation))]
-        back = [layer for width in reversed(hidden) for layer in (Dense(width), Activation(activation))]
         encoder = serial(Flatten(), *trunk, Dense(2 * latent))
-        decoder = serial(*back, Dense(input_size))
-        return _VAE(encoder, decoder, latent)
+        return _VAE(encoder, vae_decoder(input_size, hidden, activation=activation), latent)
 
     return _sized_by_input("VAE", build)
+
+
+def vae_decoder(input_size: int, hidden: Sequence[int] = (256,), *, activation: str = "relu") -> Layer:
+    """The VAE's decoder alone: z (latent,) -> reconstruction (input_size,); takes `params["decoder"]`."""
+    back = [layer for width in reversed(hidden) for layer in (Dense(width), Activation(activation))]
+    return serial(*back, Dense(input_size))
 
 
 def _VAE(encoder: Layer, decoder: Layer, latent: int) -> Layer:

@@ -7,6 +7,7 @@ end (see fdl.metrics: exact counts and sums, never averaged batch averages).
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Sequence
 
@@ -67,8 +68,11 @@ def evaluate_arrays(model: Layer, params, model_state, x, y, *, loss: Loss | Non
     """
     metrics = tuple(metrics)
     eval_step = _compiled_eval_step(model, loss, metrics)
+    # Metrics that keep every score (roc_auc) get a power-of-two buffer, so splits
+    # of different sizes share one compiled step.
+    capacity = 1 << max(0, math.ceil(math.log2(x.shape[0])))
     acc = {"count": jnp.zeros((), jnp.int32), "loss_sum": jnp.zeros((), jnp.float32),
-           **{m.name: m.init(x.shape[0]) for m in metrics}}
+           **{m.name: m.init(capacity) for m in metrics}}
     for xb, yb, mask in padded_batches(x, y, batch_size):
         acc = eval_step(params, model_state, acc, xb, yb, mask)
     results = {}

@@ -6,6 +6,7 @@ the validation split and runs the callbacks on the host.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Sequence
 
@@ -70,8 +71,24 @@ def as_optimizer(optimizer) -> optax.GradientTransformation:
                     f"'learning_rate': 1e-3}} or an optax transformation, got {type(optimizer).__name__}")
 
 
+@functools.lru_cache(maxsize=256)
+def _named_metric(name: str, num_classes: int | None) -> Metric:
+    # One Metric object per (name, classes): compiled evaluation steps are cached on them.
+    return get_metric(name, num_classes=num_classes)
+
+
 def as_metrics(metrics: Sequence, num_classes: int | None) -> tuple[Metric, ...]:
-    return tuple(m if isinstance(m, Metric) else get_metric(m, num_classes=num_classes) for m in metrics)
+    return tuple(m if isinstance(m, Metric) else _named_metric(m, num_classes) for m in metrics)
+
+
+def metrics_for(model: Layer, input_shape, metrics: Sequence) -> tuple[Metric, ...]:
+    """The Metric objects for a model's output; a model with several outputs takes none."""
+    out_shape = output_shape(model, input_shape)
+    if metrics and out_shape and isinstance(out_shape[0], tuple):
+        names = ", ".join(m if isinstance(m, str) else m.name for m in metrics)
+        raise ValueError(f"metrics [{names}]: this model returns {len(out_shape)} outputs "
+                         f"{out_shape}, metrics need one — pass metrics=[] (the loss is still logged)")
+    return as_metrics(metrics, infer_num_classes(out_shape))
 
 
 def output_shape(model: Layer, input_shape) -> tuple:
@@ -157,7 +174,7 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     x, y = (stream.x, stream.y) if stream is not None else as_arrays(train)
     input_shape = tuple(x.shape[1:])
     loss_fn, tx = get_loss(loss), as_optimizer(optimizer)
-    metric_list = as_metrics(metrics, infer_num_classes(output_shape(model, input_shape)))
+    metric_list = metrics_for(model, input_shape, metrics)
     if not 1 <= batch_size <= x.shape[0]:
         raise ValueError(f"fit: batch_size must be in [1, {x.shape[0]}] (the training examples), "
                          f"got {batch_size}")

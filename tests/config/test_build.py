@@ -81,3 +81,22 @@ def test_augment_section():
     assert build_augment(section(DataConfig)) is None
     with pytest.raises(ConfigError, match=r"data.augment\[0\]: unknown augmentation 'random_shft'"):
         build_augment(section(DataConfig, augment=["random_shft"]))
+
+
+def test_autoencoder_targets_are_the_preprocessed_inputs(tmp_path):
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.normal(3, 2, (40, 4)).astype(np.float32), y=np.arange(40) % 2)
+    prepared = build_data(section(DataConfig, name="npz", path=str(tmp_path / "d.npz"), val_fraction=0.25,
+                                  preprocess="min_max", target="input"), seed=0)
+    train = prepared.dataset.train
+    np.testing.assert_array_equal(train.y, train.x)
+    assert train.x.min() >= 0 and train.x.max() <= 1
+
+
+def test_classification_metrics_on_a_reconstruction_are_refused(tmp_path):
+    from fdl.config import load_config
+    from fdl.config.run import check_metrics
+    path = tmp_path / "ae.yaml"
+    path.write_text("data: {target: input}\nmodel: {name: autoencoder}\nloss: mse\nmetrics: [accuracy, mse]\n")
+    with pytest.raises(ConfigError, match="metrics: accuracy need class labels, but data.target is 'input'"):
+        check_metrics(load_config(path))

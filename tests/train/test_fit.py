@@ -199,3 +199,26 @@ def test_dp_sgd_through_optax_clips_each_example():
     expected = jax.tree.map(lambda p, g: p - np.mean(np.asarray(g) * scale.reshape(-1, *[1] * (g.ndim - 1)), 0),
                             start.params, grads)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), state.params, expected)
+
+
+def test_metrics_on_a_model_with_several_outputs_are_refused():
+    x = np.random.default_rng(0).uniform(size=(20, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"metrics \[accuracy\]: this model returns 3 outputs"):
+        fdl.fit(nn.models.vae(latent=2, hidden=[4]), (x, x), loss="elbo_bernoulli", metrics=["accuracy"],
+                batch_size=10, verbose=0)
+
+
+def test_roc_auc_evaluation_shares_one_program_across_split_sizes():
+    traces = []
+
+    def counting(x):
+        traces.append(1)
+        return x
+
+    model = nn.serial(nn.Dense(1), nn.activations.elementwise("Counting", counting))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 3)).astype(np.float32), (rng.uniform(size=(400, 1)) > 0.5).astype(np.float32)
+    state = fdl.init_train_state(model, (3,), optax.sgd(0.1), 0)
+    for n in (300, 400):
+        fdl.evaluate(model, state, (x[:n], y[:n]), loss="binary_cross_entropy", metrics=["roc_auc"])
+    assert len(traces) == 1
