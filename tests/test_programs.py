@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,14 @@ QUICK = ["--set", "training.epochs=1", "--set", "data.limit_train=200", "--set",
 
 
 def load_script(name: str):
-    """experiments/<name>.py as a module (experiments/ is not a package)."""
+    """experiments/<name>.py as a module (experiments/ is not a package).
+
+    experiments/ goes on sys.path first, as when Python runs the script itself:
+    the scripts import their shared scaffolding as `from program import ...`.
+    """
+    experiments = str(ROOT / "experiments")
+    if experiments not in sys.path:
+        sys.path.insert(0, experiments)
     spec = importlib.util.spec_from_file_location(f"experiments_{name}", ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
