@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fdl.cli.sweep import run_sweep  # noqa: F401 — main dispatches run_<command>
 from fdl.config import load_config, load_run, train_from_config
 from fdl.config.build import build_data, build_loss, build_model
 from fdl.config.load import ConfigError
@@ -96,6 +97,3 @@ def run_summary(args) -> int:
     check_model_fits_data(model, prepared.dataset.feature_shape)
     print(summary(model, prepared.dataset.feature_shape))
     return 0
-
-
-from fdl.cli.sweep import run_sweep  # noqa: E402,F401 — `fdl sweep` (main dispatches run_<command>)

@@ -16,16 +16,27 @@ Example:
   >>> result.best["point"], result.best["mean"]
 """
 from fdl.population.members import MemberSpec, PopulationResult, evaluate_population, train_population
-from fdl.population.search import make_pruner, make_sampler, make_storage, open_study, work
 from fdl.population.spec import (VECTORIZABLE, Choice, Group, IntRange, SweepSpec, Uniform,
                                  grid_points, group_points, groups, initial_points, parse_sweep,
                                  random_points)
-from fdl.population.sweep import SweepResult, TrialTrainer, run_sweep
+
+# The search needs Optuna (the `sweep` extra); it loads on first use, so the
+# population engine and the spec work without it.
+_SEARCH = {"make_pruner", "make_sampler", "make_storage", "open_study", "work"}
+_SWEEP = {"SweepResult", "TrialTrainer", "run_sweep"}
+
+
+def __getattr__(name):
+    if name in _SEARCH | _SWEEP:
+        import importlib
+        module = importlib.import_module("fdl.population.search" if name in _SEARCH else "fdl.population.sweep")
+        return getattr(module, name)
+    raise AttributeError(f"module 'fdl.population' has no attribute {name!r}")
+
 
 __all__ = [
     "MemberSpec", "PopulationResult", "train_population", "evaluate_population",
     "SweepSpec", "Choice", "Uniform", "IntRange", "Group", "VECTORIZABLE", "parse_sweep",
     "grid_points", "random_points", "initial_points", "group_points", "groups",
-    "make_sampler", "make_pruner", "make_storage", "open_study", "work",
-    "SweepResult", "TrialTrainer", "run_sweep",
+    *sorted(_SEARCH), *sorted(_SWEEP),
 ]

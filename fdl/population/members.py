@@ -126,10 +126,14 @@ def _compiled(model: Layer, loss, optimizer_json: str, batch_size: int, metric_n
 
 def init_population(model: Layer, input_shape, members: Sequence[MemberSpec], tx, base: dict) -> TrainState:
     """The members' TrainStates stacked on a leading (population,) axis."""
-    names = sorted({n for m in members for n in m.hyperparams})
+    names = tuple(sorted({n for m in members for n in m.hyperparams}))
     seeds = jnp.asarray([m.seed for m in members], jnp.int32)
     values = {n: jnp.asarray([m.hyperparams.get(n, base[n]) for m in members], jnp.float32) for n in names}
+    return _compiled_init(model, tuple(input_shape), tx, names)(seeds, values)
 
+
+@functools.lru_cache(maxsize=16)
+def _compiled_init(model: Layer, input_shape, tx, names: tuple):
     def one(seed, member_values):
         state = init_train_state(model, input_shape, tx, seed)
         opt_state = state.opt_state
@@ -137,7 +141,7 @@ def init_population(model: Layer, input_shape, members: Sequence[MemberSpec], tx
             opt_state = set_hyperparameter(opt_state, name, value)
         return state.replace(opt_state=opt_state)
 
-    return jax.jit(jax.vmap(one))(seeds, values)
+    return jax.jit(jax.vmap(one))
 
 
 def _make_member_evaluation(model: Layer, loss, metrics):
@@ -184,9 +188,17 @@ def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=()
 
     def member(args, x, y, epoch, val):
         state, active = args
-        new_state, losses, train_metrics = train_epoch(state, x, y, epoch)
-        new_state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
-        scores = evaluate(new_state, *val) if validate else {}
+
+        def train(state):
+            new_state, losses, train_metrics = train_epoch(state, x, y, epoch)
+            return new_state, losses, train_metrics, evaluate(new_state, *val) if validate else {}
+
+        def skip(state):  # a stopped member: its state stays, its logs are zeros
+            shapes = jax.eval_shape(train, state)
+            return (state, *jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1:]))
+
+        # With "map" a stopped member costs nothing; under vmap cond becomes a select.
+        new_state, losses, train_metrics, scores = jax.lax.cond(active, train, skip, state)
         return new_state, losses, train_metrics, scores, current_learning_rate(new_state.opt_state)
 
     def epoch_fn(states, active, x, y, epoch, val):
@@ -341,9 +353,14 @@ def evaluate_population(model: Layer, states: TrainState, data, *, loss="cross_e
                         metrics: Sequence = ("accuracy",), batch_size: int = 512) -> list[dict]:
     """Each member's loss and metrics on `data` ((x, y) or a Split); one compiled call."""
     x, y = as_arrays(data, "test")
-    metric_list = as_metrics(metrics, infer_num_classes(output_shape(model, tuple(x.shape[1:]))))
-    evaluate = _make_member_evaluation(model, get_loss(loss), metric_list)
-    batches = _stacked_batches(x, y, batch_size)
-    scores = jax.device_get(jax.jit(lambda s: jax.lax.map(lambda m: evaluate(m, *batches), s))(states))
+    num_classes = infer_num_classes(output_shape(model, tuple(x.shape[1:])))
+    evaluate = _compiled_evaluation(model, get_loss(loss), tuple(metrics), num_classes)
+    scores = jax.device_get(evaluate(states, *_stacked_batches(x, y, batch_size)))
     population = jax.tree.leaves(states)[0].shape[0]
     return [{k: _plain(v[i]) for k, v in scores.items()} for i in range(population)]
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_evaluation(model: Layer, loss, metrics: tuple, num_classes):
+    evaluate = _make_member_evaluation(model, loss, as_metrics(metrics, num_classes))
+    return jax.jit(lambda states, *batches: jax.lax.map(lambda m: evaluate(m, *batches), states))

@@ -143,8 +143,11 @@ def suggest_point(trial: optuna.Trial, spec: SweepSpec) -> dict:
     return {key: dist.suggest(trial, key) for key, dist in spec.params.items()}
 
 
-def open_study(spec: SweepSpec, storage, name: str, points: list[dict]) -> optuna.Study:
+def open_study(spec: SweepSpec, config, storage, name: str, points: list[dict]) -> optuna.Study:
     """Creates the study (and enqueues `points`) or loads the one another worker created.
+
+    `config` is the base config: its fingerprint with the spec's (see
+    SweepSpec.fingerprint) must match the study's.
 
     Raises:
       ConfigError: the study `name` exists but holds another sweep.
@@ -154,8 +157,8 @@ def open_study(spec: SweepSpec, storage, name: str, points: list[dict]) -> optun
     try:
         study = optuna.create_study(study_name=name, direction=spec.direction, **options)
     except optuna.exceptions.DuplicatedStudyError:
-        return _wait_ready(optuna.load_study(study_name=name, **options), spec)
-    study.set_user_attr("fdl_fingerprint", spec.fingerprint())
+        return _wait_ready(optuna.load_study(study_name=name, **options), spec.fingerprint(config))
+    study.set_user_attr("fdl_fingerprint", spec.fingerprint(config))
     study.set_user_attr("fdl_method", spec.method)
     for point in points:
         study.enqueue_trial(encode_point(spec, point))
@@ -163,16 +166,16 @@ def open_study(spec: SweepSpec, storage, name: str, points: list[dict]) -> optun
     return study
 
 
-def _wait_ready(study: optuna.Study, spec: SweepSpec) -> optuna.Study:
+def _wait_ready(study: optuna.Study, fingerprint: str) -> optuna.Study:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not study.user_attrs.get("fdl_ready"):
         if time.monotonic() > deadline:
             raise ConfigError(f"study {study.study_name!r}: its creator never finished enqueueing "
                               "its points — start the sweep under a new --study name")
         time.sleep(0.2)
-    if study.user_attrs.get("fdl_fingerprint") != spec.fingerprint():
-        raise ConfigError(f"--study {study.study_name}: this study holds another sweep (different "
-                          "method, params or seeds) — choose a new --study name")
+    if study.user_attrs.get("fdl_fingerprint") != fingerprint:
+        raise ConfigError(f"--study {study.study_name}: this study holds another sweep (another base "
+                          "config, method, params or seeds) — choose a new --study name")
     return study
 
 

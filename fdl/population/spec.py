@@ -238,11 +238,17 @@ class SweepSpec:
         plain["params"] = {key: dist.to_plain() for key, dist in self.params.items()}
         return plain
 
-    def fingerprint(self) -> str:
-        """A hash of what the sweep tries (method, points, seeds), to refuse reusing a study for another."""
+    def fingerprint(self, config: DictConfig) -> str:
+        """A hash of what the sweep trains: the base config (less its name, output and
+        verbosity) and the method, params, seeds and monitor — so two different sweeps never
+        share a study."""
+        base = OmegaConf.to_container(config, resolve=True)
+        for key in ("name", "output", "sweep"):
+            base.pop(key)
+        base["training"].pop("verbose")
         what = {k: v for k, v in self.to_plain().items()
                 if k in ("method", "seeds", "num_samples", "sampler_seed", "params", "monitor")}
-        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps([base, what], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _named(where: str, raw: Any) -> dict:

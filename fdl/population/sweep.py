@@ -13,7 +13,7 @@ best.yaml, plots/.
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
 import os
 import subprocess
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fdl import records
 from fdl.config.build import build_augment, build_data, build_loss, build_model, optimizer_arguments
@@ -73,17 +73,21 @@ def _pruning(trials: list[optuna.Trial], owners: list[int], monitor: str):
     return on_epoch_end
 
 
-class TrialTrainer:
-    """Trains asked trials: their points grouped by program, one train_population call per group.
+@functools.lru_cache(maxsize=16)
+def _program(model_yaml: str, loss_yaml: str, data_yaml: str) -> tuple:
+    """(model, loss, augment) of config sections, built once per process: train_population's
+    compiled programs are cached by these objects, so a later population (the next batch of
+    trials, a resumed sweep) of the same program compiles nothing new."""
+    model = build_model(OmegaConf.create(model_yaml))
+    return model, build_loss(OmegaConf.create(loss_yaml)), build_augment(OmegaConf.create(data_yaml))
 
-    The data, model, loss and augmentation of a program are built once per
-    process, so the next batch of trials of the same program compiles nothing.
-    """
+
+class TrialTrainer:
+    """Trains asked trials: their points grouped by program, one train_population call per group."""
 
     def __init__(self, spec: SweepSpec, config: DictConfig, verbose: int = 1):
         self.spec, self.config, self.verbose = spec, config, verbose
         self._data: dict[str, object] = {}
-        self._programs: dict[str, tuple] = {}
 
     def __call__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
         points = [suggest_point(trial, self.spec) for trial in trials]
@@ -98,20 +102,17 @@ class TrialTrainer:
             self._data[key] = build_data(config.data, config.seed).dataset
         return self._data[key]
 
-    def _program(self, group: Group, dataset) -> tuple:
-        key = json.dumps(group.overrides, sort_keys=True)
-        if key not in self._programs:
-            config = group.config
-            model = build_model(config.model)
-            check_model_fits_data(model, dataset.feature_shape)
-            self._programs[key] = (model, build_loss(config.loss), build_augment(config.data))
-        return self._programs[key]
+    def _built(self, group: Group, dataset) -> tuple:
+        config = group.config
+        model, loss, augment = _program(to_yaml(config.model), to_yaml(config.loss), to_yaml(config.data))
+        check_model_fits_data(model, dataset.feature_shape)
+        return model, loss, augment
 
     def _train_group(self, group: Group, trials: list[optuna.Trial], points: list[dict],
                      owners: list[int]) -> None:
         config, spec = group.config, self.spec
         dataset = self._dataset(config)
-        model, loss, augment = self._program(group, dataset)
+        model, loss, augment = self._built(group, dataset)
         if self.verbose:
             print(f"population {group.label}: {len(group.members)} members "
                   f"({len(trials)} points x {spec.seeds} seeds), trials "
@@ -208,7 +209,7 @@ def run_sweep(config: str | os.PathLike | DictConfig | None = None, *, out_dir: 
         records.write_text(sweep_dir / SWEEP_FILE, to_yaml(sweep_config))
     url = storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
     store = make_storage(url, spec)
-    study = open_study(spec, store, study_name, initial_points(spec))
+    study = open_study(spec, config, store, study_name, initial_points(spec))
     children = _start_workers(workers - 1, sweep_dir, storage, study_name)
     try:
         trained = work(study, store, spec, TrialTrainer(spec, config, verbose))
@@ -238,6 +239,5 @@ def write_report(result: SweepResult, study: optuna.Study, spec: SweepSpec, conf
         results.plot_sweep(sweep_dir / "plots", rows, histories, scores, spec, study)
     if verbose:
         print(results.summary_table(scores, rows, spec))
-        print(f"sweep directory: {sweep_dir}  (results.csv, best.yaml, plots/)")
     return dataclasses.replace(result, rows=rows, scores=scores, best=best,
                                best_config=results.best_config(config, best) if best else None)
