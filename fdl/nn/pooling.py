@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fdl.nn.conv import (Window, check_fits, check_padding, check_positive, check_rank,
-                         explicit_padding, output_spatial, spatial_layout, window_for)
+from fdl.nn.window import (Window, check_fits, check_padding, check_positive, check_rank,
+                           explicit_padding, output_spatial, spatial_layout, window_for)
 from fdl.nn.core import Layer
 
 def _reduce_window(x, init_value, operation, window: Window, pads):
