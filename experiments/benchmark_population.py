@@ -71,78 +71,74 @@ def hand_epoch(params, opt_state, x, y, key, epoch):
     return params, opt_state
 
 
-def time_windows(run_epoch, epochs: int, windows: int) -> float:
-    """Median seconds per epoch over `windows` windows of `epochs` epochs (after one warm-up)."""
-    run_epoch(0)
-    times = []
-    for window in range(windows):
+def epoch_timer(run_epoch, epochs: int):
+    """A window function for a hand-written variant: seconds per epoch over `epochs` epochs."""
+    counter = iter(range(1, 1 << 30))
+    run_epoch(0)  # compile
+
+    def window() -> float:
         start = time.perf_counter()
-        for epoch in range(epochs):
-            run_epoch(1 + window * epochs + epoch)
-        times.append((time.perf_counter() - start) / epochs)
-    return float(np.median(times))
+        for _ in range(epochs):
+            run_epoch(next(counter))
+        return (time.perf_counter() - start) / epochs
+
+    return window
 
 
-def bench_hand(x, y, members: int, epochs: int, windows: int) -> dict:
+def hand_variants(x, y, members: int, epochs: int) -> dict:
+    """Window functions of the three hand-written variants."""
     keys = jax.random.split(jax.random.key(0), members)
     params = [hand_init(k) for k in keys]
-    opt_states = [OPTIMIZER.init(p) for p in params]
-    results = {}
-
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
-    stacked_opt = jax.vmap(OPTIMIZER.init)(stacked)
     vmapped = jax.jit(jax.vmap(hand_epoch, in_axes=(0, 0, None, None, 0, None)))
-    box = {"p": stacked, "o": stacked_opt}
+    box = {"p": stacked, "o": jax.vmap(OPTIMIZER.init)(stacked)}
 
     def vmapped_epoch(epoch):
         box["p"], box["o"] = vmapped(box["p"], box["o"], x, y, keys, epoch)
         jax.block_until_ready(box["p"])
 
-    results["hand vmapped scan"] = time_windows(vmapped_epoch, epochs, windows)
-
     scanned = jax.jit(hand_epoch)
-    state = list(zip(params, opt_states))
+    state = [(p, OPTIMIZER.init(p)) for p in params]
 
     def sequential_epoch(epoch):
         for i in range(members):
             state[i] = scanned(*state[i], x, y, keys[i], epoch)
         jax.block_until_ready(state)
 
-    results["hand sequential scans"] = time_windows(sequential_epoch, epochs, windows)
-
     stepped = jax.jit(lambda p, o, x, y, batches, i: hand_step(p, o, x[batches[i]], y[batches[i]]),
                       donate_argnums=(0, 1))
     order = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), x.shape[0])
                     [: x.shape[0] // BATCH * BATCH].reshape(-1, BATCH))
+    stepped_state = [(p, OPTIMIZER.init(p)) for p in map(lambda t: jax.tree.map(jnp.copy, t), params)]
 
     def stepped_epoch(epoch):
         for i in range(members):
             batches = order(keys[i], epoch)
-            p, o = state[i]
+            p, o = stepped_state[i]
             for b in range(batches.shape[0]):
                 p, o = stepped(p, o, x, y, batches, b)
-            state[i] = (p, o)
-        jax.block_until_ready(state)
+            stepped_state[i] = (p, o)
+        jax.block_until_ready(stepped_state)
 
-    results["hand sequential jit steps"] = time_windows(stepped_epoch, epochs, windows)
-    return results
+    return {"hand vmapped scan": epoch_timer(vmapped_epoch, epochs),
+            "hand sequential scans": epoch_timer(sequential_epoch, epochs),
+            "hand sequential jit steps": epoch_timer(stepped_epoch, epochs)}
 
 
-def bench_fdl(data, members: int, epochs: int, windows: int, strategy: str,
-              validate: bool) -> tuple[float, str]:
-    """Seconds per epoch of train_population, from the difference of two run lengths (compile excluded)."""
+def fdl_variant(data, members: int, epochs: int, strategy: str, validate: bool, labels: dict):
+    """A window function for train_population: the time of (1 + epochs) minus 1 epoch, per epoch."""
     model = nn.serial(nn.Dense(100), nn.Relu(), nn.Dense(100), nn.Relu(), nn.Dense(10))
     specs = [MemberSpec(seed, {"learning_rate": LEARNING_RATE}) for seed in range(members)]
     val = (data.test.x, data.test.y) if validate else None
-    run = functools.partial(train_population, model, data.train, val,
-                            members=specs, optimizer={"name": "adam"}, batch_size=BATCH,
-                            strategy=strategy, verbose=0)
-    run(epochs=1)  # compile
-    per_epoch = []
-    for _ in range(windows):
+    run = functools.partial(train_population, model, data.train, val, members=specs,
+                            optimizer={"name": "adam"}, batch_size=BATCH, strategy=strategy, verbose=0)
+    labels[strategy] = run(epochs=1).strategy  # compile
+
+    def window() -> float:
         short, long = run(epochs=1), run(epochs=1 + epochs)
-        per_epoch.append((long.wall_time_s - short.wall_time_s) / epochs)
-    return float(np.median(per_epoch)), long.strategy
+        return (long.wall_time_s - short.wall_time_s) / epochs
+
+    return window
 
 
 def main():
@@ -157,12 +153,17 @@ def main():
     steps_per_epoch = x.shape[0] // BATCH
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {len(jax.devices())} device(s); "
           f"{args.members} members, {steps_per_epoch} steps/epoch, median of {args.windows} windows")
-    seconds = {}
     labels = {}
-    for strategy in ("map", "vmap", "auto"):
-        seconds[f"fdl population [{strategy}]"], labels[strategy] = bench_fdl(
-            data, args.members, args.epochs, args.windows, strategy, args.validate)
-    seconds.update(bench_hand(x, y, args.members, args.epochs, args.windows))
+    variants = {f"fdl population [{strategy}]": fdl_variant(data, args.members, args.epochs, strategy,
+                                                            args.validate, labels)
+                for strategy in ("map", "vmap", "auto")}
+    variants.update(hand_variants(x, y, args.members, args.epochs))
+    # Round robin over the variants, so a change in machine load hits them all alike.
+    times = {name: [] for name in variants}
+    for _ in range(args.windows):
+        for name, window in variants.items():
+            times[name].append(window())
+    seconds = {name: float(np.median(t)) for name, t in times.items()}
     rate = {name: args.members * steps_per_epoch / s for name, s in seconds.items()}
     best_hand = max(rate["hand vmapped scan"], rate["hand sequential scans"])
     print(f"{'variant':34s}{'model-steps/s':>15s}{'/ best hand scan':>18s}")

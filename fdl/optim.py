@@ -29,7 +29,7 @@ strings, ``None`` and callables (``nesterov``, adafactor's
 ``min_dim_size_to_factor``, masks, dtypes) are static arguments.
 """
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Sequence, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -180,6 +180,7 @@ def make_optimizer(
     clip_global_norm: float | None = None,
     weight_decay: float | None = None,
     accumulate_steps: int = 1,
+    inject: Sequence[str] | None = None,
     **hyper: Any,
 ) -> optax.GradientTransformation:
     """Builds an optax optimizer by name with every float hyperparameter injected.
@@ -209,6 +210,10 @@ def make_optimizer(
         gradient before the optimizer (PyTorch's ``SGD``/``Adam(weight_decay=)``).
       accumulate_steps: k >= 1; with k > 1 gradients are averaged over k calls of
         ``update`` and applied on every k-th (``optax.MultiSteps``), zero updates otherwise.
+      inject: the float hyperparameters to keep as state arrays (the learning
+        rate always is); None injects every one. Static values cost nothing per
+        step, which matters when a population vmaps over the optimizer: there
+        inject only what the members vary.
       **hyper: the alias's own arguments (``momentum``, ``b1``, ``nesterov``, ...).
 
     Returns:
@@ -237,7 +242,9 @@ def make_optimizer(
     if weight_decay is not None:
         arguments["weight_decay"] = _as_float(weight_decay)
     own_weight_decay = "weight_decay" in inspect.signature(alias).parameters
-    static = [key for key, value in arguments.items() if not (_is_injected(value) or key == MULTIPLIER)]
+    injected = lambda key, value: key in (MULTIPLIER, "learning_rate") or (  # noqa: E731
+        _is_injected(value) and (inject is None or key in inject))
+    static = [key for key, value in arguments.items() if not injected(key, value)]
     factory = _chain_factory(alias, list(arguments), own_weight_decay)
     optimizer = optax.inject_hyperparams(factory, static_args=static, hyperparam_dtype=jnp.float32)(
         **arguments
