@@ -86,14 +86,9 @@ def build_loss(section: DictConfig) -> losses.Loss:
     return losses.LOSSES[section.name]
 
 
-OPTIMIZER_KEYS = ("name", "learning_rate", "schedule", "clip_global_norm", "weight_decay",
-                  "accumulate_steps")
-
-
 def optimizer_arguments(section: DictConfig) -> dict:
     """The keyword arguments of fdl.optim.make_optimizer; unset hyperparameters are left out."""
-    arguments = {k: v for k, v in _plain(section).items() if v is not None}
-    return arguments
+    return {k: v for k, v in _plain(section).items() if v is not None}
 
 
 def build_optimizer(section: DictConfig):

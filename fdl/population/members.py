@@ -65,6 +65,7 @@ class PopulationResult:
     stopped_epoch: list[int | None]  # early-stopped, pruned or diverged at (None: all epochs)
     pruned: list[bool]
     best_states: TrainState          # leading population axis: each member at its best epoch
+    states: TrainState               # leading population axis: each member as it ended
     strategy: str
     wall_time_s: float
 
@@ -350,6 +351,7 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
         best=[h[b - 1] if b else h[-1] for h, b in zip(histories[:n], best_epoch[:n])],
         final=[h[-1] for h in histories[:n]], stopped_epoch=stopped[:n], pruned=pruned[:n],
         best_states=jax.tree.map(lambda a: a[:n], best_states),
+        states=jax.tree.map(lambda a: a[:n], states),
         strategy=strategy_label(map_batch_size, population // len(devices)),
         wall_time_s=time.perf_counter() - start)
 

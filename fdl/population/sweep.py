@@ -124,7 +124,11 @@ class TrialTrainer:
             mode=spec.mode, patience=spec.patience, strategy=spec.strategy, max_members=spec.max_members,
             on_epoch_end=_pruning(trials, owners, spec.monitor) if spec.method == "optuna" else None,
             augment=augment, eval_batch_size=config.training.eval_batch_size, verbose=self.verbose)
-        tests = evaluate_population(model, result.best_states, dataset.test, loss=loss,
+        # Test the state `fdl train` would end with: the best one only where the
+        # config's early stopping restores it, the last one otherwise.
+        stopping = config.callbacks.early_stopping
+        tested = result.best_states if stopping.enabled and stopping.restore_best else result.states
+        tests = evaluate_population(model, tested, dataset.test, loss=loss,
                                     metrics=list(config.metrics),
                                     batch_size=config.training.eval_batch_size) \
             if dataset.test is not None else [{} for _ in group.members]
