@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fdl.cli.sweep import run_sweep  # noqa: F401 — main dispatches run_<command>
-from fdl.config import load_config, load_run, train_from_config
+from fdl.config import load_config, load_run, resume_run, train_from_config
 from fdl.config.build import build_data, build_loss, build_model
 from fdl.config.load import ConfigError
 from fdl.config.run import check_model_fits_data
@@ -30,10 +30,17 @@ def one_line(error: BaseException) -> str:
 
 
 def run_train(args) -> int:
-    overrides = list(args.overrides) + ([f"output.dir={args.out}"] if args.out else [])
-    overrides += ["training.verbose=0"] if args.quiet else []
-    config = load_config(args.config, overrides)
-    result = train_from_config(config)
+    overrides = list(args.overrides) + (["training.verbose=0"] if args.quiet else [])
+    if args.resume:
+        if args.config or args.out:
+            raise ConfigError("--resume RUN_DIR continues that run with its own config.yaml — "
+                              "drop CONFIG and --out (change settings with --set)")
+        result = resume_run(args.resume, overrides)
+    elif args.config:
+        overrides += [f"output.dir={args.out}"] if args.out else []
+        result = train_from_config(load_config(args.config, overrides))
+    else:
+        raise ConfigError("fdl train needs a CONFIG file, or --resume RUN_DIR")
     print(f"run directory: {result.run_dir}")
     print(json.dumps({k: v for k, v in result.summary.items() if k in ("train", "val", "test")}))
     return 0

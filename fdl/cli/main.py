@@ -15,7 +15,8 @@ import sys
 EXAMPLES = {
     "train": "examples:\n  fdl train configs/mnist1d_cnn.yaml\n"
              "  fdl train configs/mnist1d_mlp.yaml --set optimizer.learning_rate=3e-4 --set seed=1\n"
-             "  fdl train configs/mnist1d_cnn.yaml --out runs/my-cnn",
+             "  fdl train configs/mnist1d_cnn.yaml --out runs/my-cnn\n"
+             "  fdl train --resume runs/my-cnn --set training.epochs=300",
     "eval": "examples:\n  fdl eval runs/mnist1d_cnn-20261125-101500\n"
             "  fdl eval runs/mnist1d_cnn-20261125-101500 --split val --checkpoint last",
     "predict": "examples:\n  fdl predict runs/mnist1d_cnn-20261125-101500 x.npy --out predictions.npy",
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     train = command("train", "train a model from a config and write its run directory")
-    train.add_argument("config", help="YAML config file")
+    train.add_argument("config", nargs="?", help="YAML config file (omit with --resume)")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a run from its last checkpoint, exactly (e.g. with --set training.epochs=300)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. optimizer.learning_rate=3e-4 (repeatable)")
     train.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>)")

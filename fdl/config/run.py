@@ -92,8 +92,14 @@ def evaluate_splits(model: Layer, state: TrainState, prepared: PreparedData, con
             for name, split in dataset.splits().items()}
 
 
-def train_from_config(config: DictConfig) -> RunResult:
+def train_from_config(config: DictConfig, *, resume: str | os.PathLike | None = None) -> RunResult:
     """Trains the run `config` describes and writes its run directory.
+
+    Args:
+      config: a loaded config (`load_config`).
+      resume: a run directory to continue: its checkpoints/last.ckpt is the
+        starting state (exactly: the same batches and keys follow) and its
+        files are extended; train up to `config.training.epochs`.
 
     Raises:
       ConfigError: a config section that cannot be built (one line, key path).
@@ -106,7 +112,13 @@ def train_from_config(config: DictConfig) -> RunResult:
     check_model_fits_data(model, dataset.feature_shape)
     check_metrics(config)
     loss, optimizer, augment = build_loss(config.loss), build_optimizer(config.optimizer), build_augment(config.data)
-    run_dir = _open_run_dir(config)
+    state = None
+    if resume is None:
+        run_dir = _open_run_dir(config)
+    else:
+        run_dir = Path(resume)
+        template = init_train_state(model, dataset.feature_shape, optimizer, config.seed)
+        state, _ = load_checkpoint(run_dir / CHECKPOINTS / "last.ckpt", template)
     config_text = to_yaml(config)
     records.write_text(run_dir / "config.yaml", config_text)
     records.write_json(run_dir / "env.json", records.environment(config.seed, config_text))
@@ -119,7 +131,7 @@ def train_from_config(config: DictConfig) -> RunResult:
         state, history = fit(model, dataset.train, val=dataset.val, loss=loss, optimizer=optimizer,
                              epochs=training.epochs, batch_size=training.batch_size,
                              metrics=list(config.metrics), callbacks=callbacks, seed=config.seed,
-                             augment=augment, fused=training.fused,
+                             augment=augment, state=state, fused=training.fused,
                              eval_batch_size=training.eval_batch_size, verbose=training.verbose)
     except NonFiniteLossError as error:
         save_checkpoint(run_dir / CHECKPOINTS / "last_finite.ckpt", error.state,
@@ -127,6 +139,26 @@ def train_from_config(config: DictConfig) -> RunResult:
         records.write_json(run_dir / "summary.json", {"error": str(error), "epochs": len(error.history)})
         raise
     wall_time = time.perf_counter() - start
+    summary = _write_summary(run_dir, config, model, state, prepared, history, wall_time)
+    return RunResult(run_dir, state, history, summary)
+
+
+def resume_run(run_dir: str | os.PathLike, overrides=()) -> RunResult:
+    """Continues the run in `run_dir` from its last checkpoint (`fdl train --resume DIR`).
+
+    `overrides` apply to its config.yaml, e.g. ["training.epochs=300"] to train longer.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINTS / "last.ckpt").is_file():
+        raise ConfigError(f"--resume {str(run_dir)!r}: no checkpoints/last.ckpt — pass a run directory "
+                          "written by `fdl train`")
+    return train_from_config(load_config(run_dir / "config.yaml", overrides), resume=run_dir)
+
+
+def _write_summary(run_dir: Path, config: DictConfig, model: Layer, state: TrainState,
+                   prepared: PreparedData, history: list, wall_time: float) -> dict:
+    """Evaluates every split, draws the confusion matrix, writes summary.json; returns it."""
+    dataset = prepared.dataset
     classifier = dataset.num_classes is not None
     scores = evaluate_splits(model, state, prepared, config, confusion=classifier)
     if classifier and config.output.plots:
@@ -137,11 +169,13 @@ def train_from_config(config: DictConfig) -> RunResult:
     for split_scores in scores.values():
         split_scores.pop("confusion_matrix", None)
     train_seconds = sum(row["time_s"] for row in history)
-    steps = int(state.step)
-    summary = records.run_summary(scores, epochs=len(history), steps=steps, wall_time_s=wall_time,
-                                  steps_per_s=steps / train_seconds if train_seconds else 0.0)
+    steps_per_epoch = len(dataset.train.x) // config.training.batch_size
+    last_epoch = history[-1]["epoch"] if history else int(state.step) // steps_per_epoch
+    summary = records.run_summary(scores, epochs=last_epoch, steps=last_epoch * steps_per_epoch,
+                                  wall_time_s=wall_time, steps_per_s=len(history) * steps_per_epoch
+                                  / train_seconds if train_seconds else 0.0)
     records.write_json(run_dir / "summary.json", summary)
-    return RunResult(run_dir, state, history, summary)
+    return summary
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best"):

@@ -14,14 +14,14 @@ import jax
 import numpy as np
 import optax
 
+from fdl.data.stream import NpyStream
 from fdl.losses import get_loss
 from fdl.metrics import Metric, get_metric
 from fdl.nn.core import Layer
 from fdl.optim import make_optimizer
 from fdl.train.callbacks import ProgressBar, Run, as_callback
-from fdl.data.stream import NpyStream
-from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, evaluate_arrays, predict_arrays
+from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_train_step
 
@@ -41,9 +41,10 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, epoch: int, step: int, global_step: int, state: TrainState, history: History):
         self.epoch, self.step, self.state, self.history = epoch, step, state, history
         super().__init__(
-            f"non-finite loss at epoch {epoch}, step {step} of the epoch (global step {global_step}, counting from 1) "
-            "— training stopped and error.state holds the last finite state; lower the learning "
-            "rate, clip gradients (clip_global_norm=1.0) or check the data for NaN/Inf")
+            f"non-finite loss at epoch {epoch}, step {step} of the epoch (global step "
+            f"{global_step}, counting from 1) — training stopped and error.state holds the last "
+            "finite state; lower the learning rate, clip gradients (clip_global_norm=1.0) or check "
+            "the data for NaN/Inf")
 
 
 def as_arrays(data, role: str = "train") -> tuple[Any, Any]:

@@ -107,3 +107,25 @@ def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "fdl train configs/mnist1d_cnn.yaml" in capsys.readouterr().out
+
+
+def test_resume_continues_a_run_exactly(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("epochs: 3", "epochs: 4"))
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    assert main(["train", str(config), "--out", str(straight)]) == 0
+    assert main(["train", str(config), "--out", str(part), "--set", "training.epochs=2"]) == 0
+    assert main(["train", "--resume", str(part), "--set", "training.epochs=4"]) == 0
+    rows = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert [r["epoch"] for r in rows(part)] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["val_loss"] for r in rows(part)], [r["val_loss"] for r in rows(straight)],
+                               rtol=1e-6)
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (straight, part)]
+    assert summaries[0]["test"] == summaries[1]["test"] and summaries[1]["epochs"] == 4
+
+
+def test_resume_needs_a_run_directory(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no checkpoints/last.ckpt" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert "needs a CONFIG file, or --resume RUN_DIR" in capsys.readouterr().err
