@@ -296,6 +296,19 @@ def current_learning_rate(opt_state: Any) -> jax.Array:
     return hyperparams["learning_rate"] * hyperparams.get(MULTIPLIER, 1.0)
 
 
+def get_hyperparameter(opt_state: Any, name: str) -> jax.Array:
+    """The injected hyperparameter ``name`` (for ``learning_rate``: the base, before any schedule).
+
+    Raises:
+      ValueError: no injected state, or ``name`` is not injected (lists those that are).
+    """
+    available = _injected_states(opt_state)[0].hyperparams
+    if name not in available or name == MULTIPLIER:
+        settable = [key for key in available if key != MULTIPLIER]
+        raise ValueError(unknown_name_message("injected hyperparameter", name, settable))
+    return available[name]
+
+
 def set_hyperparameter(opt_state: Any, name: str, value: float | jax.Array) -> Any:
     """Returns ``opt_state`` with injected hyperparameter ``name`` set to ``value`` (pure).
 
@@ -306,10 +319,7 @@ def set_hyperparameter(opt_state: Any, name: str, value: float | jax.Array) -> A
       ValueError: no injected state, or ``name`` is not injected (lists those that are).
     """
     is_injected = lambda node: isinstance(node, optax.InjectStatefulHyperparamsState)
-    available = _injected_states(opt_state)[0].hyperparams
-    if name not in available or name == MULTIPLIER:
-        settable = [key for key in available if key != MULTIPLIER]
-        raise ValueError(unknown_name_message("injected hyperparameter", name, settable))
+    get_hyperparameter(opt_state, name)  # raises for an unknown name
 
     def replace(node):
         if not is_injected(node):

@@ -224,3 +224,13 @@ def test_hyperparameter_access_errors():
         set_hyperparameter(state, "learning_rte", 0.1)
     with pytest.raises(ValueError, match="no injected hyperparameters .*make_optimizer"):
         current_learning_rate(optax.adam(1e-3).init(PARAMS))
+
+
+def test_get_hyperparameter_reads_the_base_value_before_the_schedule():
+    from fdl.optim import get_hyperparameter, make_optimizer
+    optimizer = make_optimizer("sgd", learning_rate=0.5, schedule={"name": "cosine", "decay_steps": 10})
+    state = optimizer.init({"w": jnp.zeros(2)})
+    _, state = optimizer.update({"w": jnp.ones(2)}, state, {"w": jnp.zeros(2)})
+    assert float(get_hyperparameter(state, "learning_rate")) == 0.5
+    with pytest.raises(ValueError, match="unknown injected hyperparameter 'learnig_rate'"):
+        get_hyperparameter(state, "learnig_rate")

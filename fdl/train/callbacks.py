@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import jax
 
-from fdl.optim import _injected_states, set_hyperparameter
+from fdl.optim import get_hyperparameter, set_hyperparameter
 from fdl.train.checkpoint import save_checkpoint
 
 
@@ -152,16 +152,11 @@ class ReduceLROnPlateau(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            base = _base_learning_rate(run.state.opt_state)
+            base = float(get_hyperparameter(run.state.opt_state, "learning_rate"))
             new = max(base * self.factor, self.min_learning_rate)
             run.state = run.state.replace(
                 opt_state=set_hyperparameter(run.state.opt_state, "learning_rate", new))
             self.wait, self.cooling = 0, self.cooldown
-
-
-def _base_learning_rate(opt_state) -> float:
-    """The injected learning rate, before any schedule multiplier."""
-    return float(_injected_states(opt_state)[0].hyperparams["learning_rate"])
 
 
 class ModelCheckpoint(Callback):

@@ -12,9 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fdl.data.order import batch_indices
 from fdl.data.stream import NpyStream, Prefetcher
-from fdl.train.epoch import (epoch_summary, make_host_epoch, make_replay_epoch, make_step_epoch,
+from fdl.train.epoch import (epoch_summary, host_batches, make_host_epoch, make_replay_epoch, make_step_epoch,
                              make_train_epoch, replay_host_epoch)
 from fdl.train.state import data_key
 
@@ -65,8 +64,7 @@ def host_epochs(step, batch_size: int, x, y, stream: NpyStream | None):
             keyed = NpyStream(stream.x_path, stream.y_path, batch_size, key=data_key(state),
                               prefetch=stream.prefetch)
             return keyed.host_batches(epoch)
-        indices = np.asarray(batch_indices(data_key(state), epoch, x.shape[0], batch_size))
-        return ((np.asarray(x[batch]), np.asarray(y[batch])) for batch in indices)
+        return host_batches(state, x, y, epoch, batch_size)
 
     summarize = jax.jit(_summarized)
 
