@@ -4,7 +4,7 @@ Trains configs/caffe_autoencoder.yaml and configs/vae.yaml with
 `fdl.config.train_from_config`, on the built-in MNIST-1D or, with `--mnist DIR`
 (a folder of the four IDX files), on MNIST. Prints the test reconstruction
 error of both (mean squared error per value) and the VAE's test -ELBO (nats
-per example), and writes `samples.png` into the VAE's run directory: 32 draws
+per example), and writes `plots/samples.png` into the VAE's run directory: 32 draws
 z ~ N(0, I) through the trained decoder — digit images on MNIST, line plots of
 the 40-sample signals on MNIST-1D (a (1, 40) image strip would hide the shape).
 
@@ -23,7 +23,8 @@ import numpy as np
 
 import fdl
 from fdl import records
-from fdl.config import build_data, build_model, load_config, train_from_config
+from fdl.config import build_data, build_model, load_config
+from fdl.runs import train_from_config
 from fdl.nn.models import vae_decoder
 from program import CONFIGS, config_overrides, data_description, parse_args
 
@@ -88,8 +89,8 @@ def run_autoencoder(args) -> dict:
     test = result.summary["test"]
     print(f"caffe_autoencoder [{config.data.name}, code {config.model.args.bottleneck}]: test "
           f"reconstruction {config.loss.name} {test['loss']:.4f}, {time.perf_counter() - start:.1f} s "
-          f"({result.run_dir})")
-    return {"run_dir": result.run_dir, f"test_{config.loss.name}": test["loss"]}
+          f"({result.run_dir.path})")
+    return {"run_dir": result.run_dir.path, f"test_{config.loss.name}": test["loss"]}
 
 
 def run_vae(args) -> dict:
@@ -99,14 +100,14 @@ def run_vae(args) -> dict:
     dataset = build_data(config.data, config.seed).dataset  # the split the run evaluated
     mse = reconstruction_mse(config, result, dataset.test)
     samples = prior_samples(config, result.state, dataset.feature_shape, config.seed)
-    path = result.run_dir / "samples.png"
+    path = result.run_dir.plot("samples")
     if len(dataset.feature_shape) > 1:  # images (28, 28, 1)
         records.plot_images(samples, path, title="VAE samples from the prior")
     else:
         plot_signals(samples, path)
     print(f"vae [{config.data.name}, {config.loss.name}]: test -ELBO {result.summary['test']['loss']:.2f} "
           f"nats, test reconstruction mse {mse:.4f}, {time.perf_counter() - start:.1f} s; samples: {path}")
-    return {"run_dir": result.run_dir, "test_neg_elbo": result.summary["test"]["loss"],
+    return {"run_dir": result.run_dir.path, "test_neg_elbo": result.summary["test"]["loss"],
             "test_mse": mse, "samples": path}
 
 

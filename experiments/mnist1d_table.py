@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fdl.config import load_config, train_from_config
+from fdl.config import load_config
+from fdl.runs import train_from_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER = {"mnist1d_logreg": 0.32, "mnist1d_mlp": 0.68, "mnist1d_cnn": 0.94, "mnist1d_gru": 0.91}

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from fdl.config import load_config, train_from_config
-from fdl.config.run import RunResult
+from fdl.config import load_config
+from fdl.runs import train_from_config
+from fdl.runs import RunResult
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BUILT_IN = "MNIST-1D (built in; pass --mnist DIR for MNIST)"
@@ -78,7 +79,7 @@ def run_config(config_path: str | Path, overrides: Sequence[str], label: str,
     print(f"{label}: {header(config) if callable(header) else header}")
     start = time.perf_counter()
     result = train_from_config(config)
-    print(f"run directory: {result.run_dir}")
+    print(f"run directory: {result.run_dir.path}")
     print(f"{label} [{config.data.name}]: {scores(config, result.summary['test'])}, "
           f"{time.perf_counter() - start:.1f} s")
     return result

@@ -12,8 +12,22 @@ from fdl.train import (
     make_train_epoch, make_train_step, predict, save_checkpoint,
 )
 
+# The upper floors (configs, run directories, populations, sweeps) load on first use, so
+# `import fdl` stays the layers and the engine.
+_LAZY = {"load_run": "fdl.runs", "LoadedRun": "fdl.runs", "config": "fdl.config", "runs": "fdl.runs",
+         "records": "fdl.records", "population": "fdl.population"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__ == f"fdl.{name}" else getattr(module, name)
+    raise AttributeError(f"module 'fdl' has no attribute {name!r}")
+
+
 __all__ = [
     "nn", "data", "losses", "metrics", "optim", "train", "callbacks", "batched", "summary", "fit",
     "evaluate", "predict", "TrainState", "init_train_state", "make_train_step", "make_train_epoch",
-    "load_checkpoint", "save_checkpoint", "NonFiniteLossError",
+    "load_checkpoint", "save_checkpoint", "NonFiniteLossError", *_LAZY,
 ]

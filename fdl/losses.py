@@ -17,16 +17,30 @@ Conventions (chosen on purpose; they are where PyTorch and Keras users trip):
 * Multi-element outputs are averaged over the example's elements, so the batch
   mean equals PyTorch's ``reduction="mean"``. The VAE terms are the exception:
   they are *summed* over data and latent dimensions, as a log-likelihood is.
+
+By name, with arguments: ``get_loss("huber", delta=2.0)`` returns a ``NamedLoss``,
+a frozen dataclass that calls ``huber(output, target, delta=2.0)``. Two losses
+with the same name and arguments are equal and hash equal, so programs compiled
+for one are reused for the other. The arguments are the keyword-only parameters
+of the registered function and are checked when the loss is built. A name in
+``PRESETS`` fixes some of them: ``elbo_bernoulli`` is ``elbo`` with
+``likelihood="bernoulli"``; ``LOSSES`` holds every name, presets as their
+``NamedLoss``.
 """
-import functools
+import dataclasses
+import inspect
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from fdl.errors import unknown_name_message
+from fdl.errors import closest, unknown_name_message
+
+__all__ = ["Loss", "LOSSES", "PRESETS", "NamedLoss", "get_loss", "loss_arguments", "check_argument",
+           "cross_entropy", "cross_entropy_with", "binary_cross_entropy", "mse", "mae", "huber",
+           "elbo", "elbo_loss", "gaussian_kl", "reparameterize"]
 
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -85,19 +99,6 @@ def cross_entropy(
     if label_smoothing:
         label = optax.smooth_labels(label, label_smoothing)
     return optax.softmax_cross_entropy(logits, label)
-
-
-def cross_entropy_with(*, label_smoothing: float) -> Loss:
-    """Returns ``cross_entropy`` with label smoothing bound, for ``fit(loss=...)``.
-
-    Example:
-      >>> loss = cross_entropy_with(label_smoothing=0.1)
-      >>> float(loss(jnp.zeros(4), 2))  # uniform logits: log(4) whatever the smoothing
-      1.386...
-    """
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    return functools.partial(cross_entropy, label_smoothing=label_smoothing)
 
 
 def binary_cross_entropy(logit: jax.Array, label: jax.Array) -> jax.Array:
@@ -239,22 +240,21 @@ def elbo_loss(
     return nll + gaussian_kl(mean, log_var)
 
 
-def elbo_with(*, likelihood: str) -> Loss:
-    """Adapts ``elbo_loss`` to the engine's ``loss(output, target)`` form.
+def elbo(output: tuple[jax.Array, jax.Array, jax.Array], x: jax.Array, *,
+         likelihood: str = "bernoulli") -> jax.Array:
+    """``elbo_loss`` in the engine's ``loss(output, target)`` form, for a VAE.
 
-    The VAE model's per-example output must be the tuple
-    ``(reconstruction, mean, log_var)``; the target is ``x``.
+    Args:
+      output: the VAE's per-example output, the tuple ``(reconstruction, mean,
+        log_var)`` of ``elbo_loss``'s first, third and fourth arguments.
+      x: (...) float data example, the target.
+      likelihood: ``"bernoulli"`` or ``"gaussian"``, as in ``elbo_loss``.
+
+    Returns:
+      () float, the negative ELBO in nats.
     """
-    if likelihood not in ("bernoulli", "gaussian"):
-        raise ValueError(
-            f"elbo_with: unknown likelihood {likelihood!r} — valid: 'bernoulli', 'gaussian'"
-        )
-
-    def loss(output, x):
-        reconstruction, mean, log_var = output
-        return elbo_loss(reconstruction, x, mean, log_var, likelihood=likelihood)
-
-    return loss
+    reconstruction, mean, log_var = output
+    return elbo_loss(reconstruction, x, mean, log_var, likelihood=likelihood)
 
 
 LOSSES: dict[str, Loss] = {
@@ -263,19 +263,154 @@ LOSSES: dict[str, Loss] = {
     "mse": mse,
     "mae": mae,
     "huber": huber,
-    "elbo_bernoulli": elbo_with(likelihood="bernoulli"),
-    "elbo_gaussian": elbo_with(likelihood="gaussian"),
+    "elbo": elbo,
+}
+
+# Names that fix arguments of a loss above; a preset takes that loss's other arguments.
+# LOSSES lists them too, as their NamedLoss (added below, once NamedLoss exists).
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "elbo_bernoulli": ("elbo", {"likelihood": "bernoulli"}),
+    "elbo_gaussian": ("elbo", {"likelihood": "gaussian"}),
 }
 
 
-def get_loss(name_or_callable: str | Loss) -> Loss:
-    """Looks a loss up by name; a callable ``loss(output, target)`` passes through.
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# (loss in LOSSES, argument) -> (test of a value, what the value must be), run at build time.
+_ARGUMENT_CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("cross_entropy", "label_smoothing"): (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("huber", "delta"): (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("elbo", "likelihood"): (lambda v: isinstance(v, str) and v in ("bernoulli", "gaussian"),
+                             "'bernoulli' or 'gaussian'"),
+}
+
+
+def _resolve(name: str) -> tuple[str, Loss, dict[str, Any]]:
+    """(the registered function's name, the function, the arguments a preset fixes)."""
+    if isinstance(name, str) and name in PRESETS:
+        base, fixed = PRESETS[name]
+        return base, LOSSES[base], fixed
+    if isinstance(name, str) and name in LOSSES:
+        return name, LOSSES[name], {}
+    raise ValueError(unknown_name_message("loss", name, LOSSES))
+
+
+def loss_arguments(name: str) -> dict[str, Any]:
+    """The arguments loss ``name`` takes -> their defaults (a preset's fixed ones left out).
 
     Raises:
-      ValueError: unknown name, with a did-you-mean suggestion and the valid names.
+      ValueError: unknown name, with a did-you-mean suggestion.
+    """
+    _, function, fixed = _resolve(name)
+    return {key: parameter.default for key, parameter in inspect.signature(function).parameters.items()
+            if parameter.kind is parameter.KEYWORD_ONLY and key not in fixed}
+
+
+def check_argument(name: str, key: str, value: Any) -> None:
+    """Raises ValueError, one line naming the loss and the argument, unless loss ``name`` takes ``key=value``.
+
+    Example:
+      >>> check_argument("huber", "deltta", 2.0)
+      Traceback (most recent call last):
+      ValueError: huber takes no argument 'deltta' — did you mean 'delta'?
+    """
+    base, _, fixed = _resolve(name)
+    valid = loss_arguments(name)
+    if key in fixed:
+        raise ValueError(f"{name} fixes {key}={fixed[key]!r} — use loss {base} with {key} instead")
+    if key not in valid:
+        match = closest(key, valid)
+        hint = f"did you mean {match!r}?" if match else f"valid: {', '.join(valid) or '(none)'}"
+        raise ValueError(f"{name} takes no argument {key!r} — {hint}")
+    test, wanted = _ARGUMENT_CHECKS.get((base, key), (None, ""))
+    if test is not None and not test(value):
+        raise ValueError(f"{name} {key}: expected {wanted}, got {value!r}")
+
+
+def _hashable(name: str, key: str, value: Any) -> Any:
+    """Lists (YAML sequences) become tuples; other unhashable values are refused."""
+    if isinstance(value, list):
+        value = tuple(_hashable(name, key, item) for item in value)
+    try:
+        hash(value)
+    except TypeError:
+        raise ValueError(f"{name} {key}: expected a hashable value (number, string, bool or "
+                         f"tuple), got {type(value).__name__}") from None
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedLoss:
+    """A loss by name with its arguments bound: ``loss(output, target) -> scalar``.
+
+    Equal names and arguments give equal, hash-equal losses (so compiled programs
+    are shared between them). ``args`` holds every argument the loss takes, in
+    signature order, defaults filled in, so ``NamedLoss("huber")`` equals
+    ``NamedLoss("huber", (("delta", 1.0),))``. ``get_loss`` is the usual way to make one.
+
+    Example:
+      >>> loss = get_loss("cross_entropy", label_smoothing=0.1)
+      >>> loss == get_loss("cross_entropy", label_smoothing=0.1), loss.name
+      (True, 'cross_entropy')
+
+    Raises:
+      ValueError: unknown name, an argument the loss does not take, or a bad value.
+    """
+
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        given = dict(self.args)
+        for key, value in given.items():
+            check_argument(self.name, key, value)
+        given = {key: _hashable(self.name, key, value) for key, value in given.items()}
+        object.__setattr__(self, "args", tuple({**loss_arguments(self.name), **given}.items()))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the registered function gets, a preset's fixed ones included."""
+        return {**_resolve(self.name)[2], **dict(self.args)}
+
+    def __call__(self, output: Any, target: jax.Array) -> jax.Array:
+        return _resolve(self.name)[1](output, target, **self.kwargs)
+
+
+LOSSES.update({name: NamedLoss(name) for name in PRESETS})
+
+
+def cross_entropy_with(*, label_smoothing: float) -> NamedLoss:
+    """``cross_entropy`` with label smoothing bound: ``get_loss("cross_entropy", label_smoothing=...)``.
+
+    Example:
+      >>> loss = cross_entropy_with(label_smoothing=0.1)
+      >>> float(loss(jnp.zeros(4), 2))  # uniform logits: log(4) whatever the smoothing
+      1.386...
+    """
+    return NamedLoss("cross_entropy", (("label_smoothing", label_smoothing),))
+
+
+def get_loss(name_or_callable: str | Loss, **args: Any) -> Loss:
+    """A ``NamedLoss`` for a name and its arguments; a callable ``loss(output, target)`` passes through.
+
+    Example:
+      >>> float(get_loss("huber", delta=2.0)(jnp.array([3.0]), 0.0))  # 2 * (3 - 1)
+      4.0
+
+    Args:
+      name_or_callable: a name in ``LOSSES``, or a per-example loss function.
+      **args: the named loss's keyword arguments (``label_smoothing``, ``delta``,
+        ``likelihood``), see ``loss_arguments``.
+
+    Raises:
+      ValueError: unknown name (with a did-you-mean suggestion), an argument the
+        loss does not take, a bad value, or arguments given with a callable.
     """
     if callable(name_or_callable):
+        if args:
+            raise ValueError(f"get_loss: arguments {', '.join(args)} are for a loss given by name — "
+                             "bind them in the callable instead (functools.partial)")
         return name_or_callable
-    if name_or_callable in LOSSES:
-        return LOSSES[name_or_callable]
-    raise ValueError(unknown_name_message("loss", name_or_callable, LOSSES))
+    return NamedLoss(name_or_callable, tuple(args.items()))

@@ -39,6 +39,10 @@ import jax.numpy as jnp
 
 from fdl.errors import unknown_name_message
 
+__all__ = ["Metric", "CountState", "ConfusionState", "ScoreBufferState", "get_metric",
+           "get_metrics", "infer_num_classes", "compute_all", "accuracy", "top_k_accuracy",
+           "roc_auc", "mann_whitney_auc"]
+
 
 class Metric(NamedTuple):
     """An exact, jit-friendly metric: ``init``/``update``/``compute`` over a split.
@@ -342,6 +346,19 @@ def get_metric(name: str, *, num_classes: int | None = None) -> Metric:
         return top_k_accuracy(int(top_k.group(1)))
     valid = [*_SIMPLE_METRICS, *_CONFUSION_METRICS, "top_{k}_accuracy"]
     raise ValueError(unknown_name_message("metric", name, valid))
+
+
+def get_metrics(metrics, num_classes: int | None) -> tuple[Metric, ...]:
+    """Metric objects for a list of names (see `get_metric`) or Metric objects (kept as they are)."""
+    return tuple(m if isinstance(m, Metric) else get_metric(m, num_classes=num_classes) for m in metrics)
+
+
+def infer_num_classes(output_shape) -> int | None:
+    """C for a classifier whose per-example output is logits (..., C) with C > 1; None for one
+    logit or for non-array (several) outputs."""
+    if output_shape and all(isinstance(d, int) for d in output_shape) and output_shape[-1] > 1:
+        return output_shape[-1]
+    return None
 
 
 def compute_all(metrics: list[Metric], accumulators: list[Any]) -> dict[str, jax.Array]:

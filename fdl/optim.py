@@ -38,6 +38,9 @@ import optax
 
 from fdl.errors import unknown_name_message
 
+__all__ = ["make_optimizer", "make_schedule", "OPTIMIZERS", "Schedule", "MULTIPLIER",
+           "current_learning_rate", "get_hyperparameter", "set_hyperparameter"]
+
 Schedule = Callable[[jax.Array], jax.Array]
 
 MULTIPLIER = "learning_rate_multiplier"

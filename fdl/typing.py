@@ -7,6 +7,8 @@ from typing import Any
 
 import jax
 
+__all__ = ["PRNGKey", "Shape", "Params", "State"]
+
 PRNGKey = jax.Array
 Shape = tuple[int, ...]
 Params = Any  # a pytree (nested dict) of arrays, only these reach the optimizer

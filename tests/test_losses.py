@@ -1,4 +1,6 @@
 """fdl.losses against numpy hand computations and closed forms."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,7 +49,7 @@ def test_label_smoothing_closed_form(label):
     alpha, logits = 0.1, np.array([0.5, -1.0, 2.0, 0.0], np.float32)
     target = (1 - alpha) * np.eye(4)[2] + alpha / 4
     expected = -(target * np_log_softmax(logits)).sum()
-    loss = losses.cross_entropy_with(label_smoothing=alpha)
+    loss = losses.get_loss("cross_entropy", label_smoothing=alpha)
     assert np.allclose(loss(logits, label), expected, **TOL)
 
 
@@ -56,8 +58,6 @@ def test_cross_entropy_errors():
         losses.cross_entropy(jnp.zeros(3), jnp.float32(1.0))
     with pytest.raises(ValueError, match=r"one-hot vector of shape \(3,\), got label shape \(4,\)"):
         losses.cross_entropy(jnp.zeros(3), jnp.zeros(4))
-    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
-        losses.cross_entropy_with(label_smoothing=1.0)
 
 
 @pytest.mark.parametrize("logit_shape", [(), (1,)])
@@ -127,15 +127,14 @@ def test_elbo_loss_matches_numpy(likelihood):
         nll = np.sum(0.5 * (x - reconstruction) ** 2 + 0.5 * np.log(2 * np.pi))
     value = losses.elbo_loss(reconstruction, x, mean, log_var, likelihood=likelihood)
     assert np.allclose(value, nll + kl, **TOL)
-    adapted = losses.get_loss(f"elbo_{likelihood}")((reconstruction, mean, log_var), x)
-    assert np.allclose(adapted, value)
+    preset = losses.get_loss(f"elbo_{likelihood}")((reconstruction, mean, log_var), x)
+    by_argument = losses.get_loss("elbo", likelihood=likelihood)((reconstruction, mean, log_var), x)
+    assert np.allclose(preset, value) and np.allclose(by_argument, value)
 
 
 def test_elbo_errors():
     with pytest.raises(ValueError, match="unknown likelihood 'poisson'"):
         losses.elbo_loss(jnp.zeros(2), jnp.zeros(2), jnp.zeros(1), jnp.zeros(1), likelihood="poisson")
-    with pytest.raises(ValueError, match="elbo_with: unknown likelihood 'poisson'"):
-        losses.elbo_with(likelihood="poisson")
 
 
 def test_gradients_match_finite_differences():
@@ -148,10 +147,110 @@ def test_gradients_match_finite_differences():
 
 
 def test_get_loss():
-    assert losses.get_loss("mse") is losses.mse
+    loss = losses.get_loss("mse")
+    assert loss == losses.NamedLoss("mse") and loss.name == "mse" and loss.args == ()
     custom = lambda output, target: jnp.sum(output - target)
     assert losses.get_loss(custom) is custom
+    named = losses.get_loss("huber", delta=2.0)
+    assert losses.get_loss(named) is named  # a NamedLoss is a callable: it passes through
     with pytest.raises(ValueError, match="unknown loss 'cros_entropy' — did you mean 'cross_entropy'\\? valid: .*huber"):
         losses.get_loss("cros_entropy")
-    with pytest.raises(ValueError, match="unknown loss 'zzz' — valid: "):
+    with pytest.raises(ValueError, match="unknown loss 'zzz' — valid: .*elbo_bernoulli"):
         losses.get_loss("zzz")
+
+
+# The same numbers as the function called with the keyword arguments.
+CALLS = [
+    ("cross_entropy", {"label_smoothing": 0.2}, jnp.array([0.5, -1.0, 2.0]), 1,
+     lambda o, t: losses.cross_entropy(o, t, label_smoothing=0.2)),
+    ("huber", {"delta": 0.5}, jnp.array([0.2, 3.0]), jnp.zeros(2),
+     lambda o, t: losses.huber(o, t, delta=0.5)),
+    ("mse", {}, jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]), losses.mse),
+    ("elbo", {"likelihood": "gaussian"}, (jnp.array([0.3, -1.0]), jnp.array([0.1]), jnp.array([-0.5])),
+     jnp.array([1.0, 0.0]), lambda o, t: losses.elbo_loss(o[0], t, o[1], o[2], likelihood="gaussian")),
+    ("elbo_bernoulli", {}, (jnp.array([0.3, -1.0]), jnp.array([0.1]), jnp.array([-0.5])),
+     jnp.array([1.0, 0.0]), lambda o, t: losses.elbo_loss(o[0], t, o[1], o[2], likelihood="bernoulli")),
+]
+
+
+@pytest.mark.parametrize("name,args,output,target,reference", CALLS, ids=[c[0] for c in CALLS])
+def test_named_loss_equals_the_function_with_its_arguments(name, args, output, target, reference):
+    loss = losses.get_loss(name, **args)
+    np.testing.assert_allclose(loss(output, target), reference(output, target), **TOL)
+    np.testing.assert_allclose(jax.jit(loss)(output, target), reference(output, target), **TOL)
+
+
+@pytest.mark.parametrize("first,second", [
+    (("huber", {"delta": 2}), ("huber", {"delta": 2.0})),
+    (("cross_entropy", {}), ("cross_entropy", {"label_smoothing": 0.0})),  # defaults filled in
+    (("elbo", {"likelihood": "gaussian"}), ("elbo", {"likelihood": "gaussian"})),
+])
+def test_equal_names_and_arguments_give_equal_hashable_losses(first, second):
+    a, b = losses.get_loss(first[0], **first[1]), losses.get_loss(second[0], **second[1])
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+
+
+@pytest.mark.parametrize("first,second", [
+    (("huber", {"delta": 2.0}), ("huber", {"delta": 3.0})),
+    (("mse", {}), ("mae", {})),
+    (("elbo_bernoulli", {}), ("elbo_gaussian", {})),
+])
+def test_different_losses_differ(first, second):
+    assert losses.get_loss(first[0], **first[1]) != losses.get_loss(second[0], **second[1])
+
+
+def test_equal_losses_share_one_compiled_program():
+    traces = []
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def total(loss, output, target):
+        traces.append(loss)
+        return loss(output, target)
+
+    output, target = jnp.array([0.2, 3.0]), jnp.zeros(2)
+    total(losses.get_loss("huber", delta=2.0), output, target)
+    total(losses.get_loss("huber", delta=2), output, target)  # built anew, equal: no new trace
+    assert len(traces) == 1
+    total(losses.get_loss("huber", delta=3.0), output, target)
+    assert len(traces) == 2
+
+
+def test_loss_arguments_and_kwargs():
+    assert losses.loss_arguments("cross_entropy") == {"label_smoothing": 0.0}
+    assert losses.loss_arguments("elbo") == {"likelihood": "bernoulli"}
+    assert losses.loss_arguments("elbo_gaussian") == {}  # the preset fixes likelihood
+    assert losses.get_loss("elbo_gaussian").kwargs == {"likelihood": "gaussian"}
+    assert losses.get_loss("huber").args == (("delta", 1.0),)
+    assert losses.LOSSES["elbo_gaussian"] == losses.get_loss("elbo_gaussian")  # every name is in LOSSES
+    assert losses.cross_entropy_with(label_smoothing=0.1) == losses.get_loss("cross_entropy", label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("name,args,message", [
+    ("mse", {"label_smoothing": 0.1}, r"^mse takes no argument 'label_smoothing' — valid: \(none\)$"),
+    ("huber", {"deltta": 2.0}, r"^huber takes no argument 'deltta' — did you mean 'delta'\?$"),
+    ("cross_entropy", {"zzz": 1}, r"^cross_entropy takes no argument 'zzz' — valid: label_smoothing$"),
+    ("elbo_bernoulli", {"likelihood": "gaussian"},
+     r"^elbo_bernoulli fixes likelihood='bernoulli' — use loss elbo with likelihood instead$"),
+    ("cross_entropy", {"label_smoothing": 1.0},
+     r"^cross_entropy label_smoothing: expected a number in \[0, 1\), got 1\.0$"),
+    ("cross_entropy", {"label_smoothing": "0.1"}, r"label_smoothing: expected a number in \[0, 1\), got '0\.1'"),
+    ("huber", {"delta": 0.0}, r"^huber delta: expected a number > 0, got 0\.0$"),
+    ("huber", {"delta": True}, r"^huber delta: expected a number > 0, got True$"),
+    ("elbo", {"likelihood": "poisson"}, r"^elbo likelihood: expected 'bernoulli' or 'gaussian', got 'poisson'$"),
+    ("zzz", {}, r"^unknown loss 'zzz' — valid: binary_cross_entropy, cross_entropy, elbo, elbo_bernoulli"),
+])
+def test_bad_loss_arguments_are_one_line_errors(name, args, message):
+    with pytest.raises(ValueError, match=message):
+        losses.get_loss(name, **args)
+    with pytest.raises(ValueError, match=message):  # the dataclass checks however it is built
+        losses.NamedLoss(name, tuple(args.items()))
+
+
+def test_unhashable_argument_and_arguments_for_a_callable_are_refused(monkeypatch):
+    # No registered loss takes a list or dict; a stand-in does, to reach the hashability check.
+    monkeypatch.setitem(losses.LOSSES, "weighted", lambda o, t, *, weights=(): jnp.sum(o - t))
+    assert losses.get_loss("weighted", weights=[1, [2, 3]]).args == (("weights", (1, (2, 3))),)
+    with pytest.raises(ValueError, match=r"^weighted weights: expected a hashable value .*got dict$"):
+        losses.get_loss("weighted", weights={"a": 1})
+    with pytest.raises(ValueError, match=r"^get_loss: arguments delta are for a loss given by name"):
+        losses.get_loss(losses.huber, delta=2.0)

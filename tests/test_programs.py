@@ -7,7 +7,6 @@ that no longer fits its data, and a script that no longer runs or writes
 nonsense (metrics out of range, a missing samples PNG).
 """
 import importlib.util
-import json
 import math
 import struct
 import sys
@@ -19,7 +18,8 @@ import yaml
 
 import fdl
 from fdl.config import ConfigError, build_data, build_model, load_config
-from fdl.config.run import check_model_fits_data
+from fdl.config import check_model_fits_data
+from fdl.records import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -82,7 +82,7 @@ def test_config_loads_and_its_model_fits_its_data(path):
 
 
 def _summary(run_dir) -> dict:
-    return json.loads((Path(run_dir) / "summary.json").read_text())
+    return RunDir(run_dir).summary()
 
 
 def _assert_accuracy_metrics(test: dict, names):
@@ -100,7 +100,7 @@ def test_classifier_program_runs_end_to_end(name, extra, tmp_path):
     result = load_script(name).main([*QUICK, *extra, "--out", str(tmp_path / "run")])
     summary = _summary(result.run_dir)
     assert summary["epochs"] == 1
-    _assert_accuracy_metrics(summary["test"], load_config(result.run_dir / "config.yaml").metrics)
+    _assert_accuracy_metrics(summary["test"], load_config(result.run_dir.config_path).metrics)
 
 
 def test_vae_program_writes_finite_elbo_and_prior_samples(tmp_path):
@@ -129,9 +129,9 @@ def test_mnist_flag_swaps_in_the_2d_cnn_and_image_samples(tmp_path):
     mnist = str(_write_fake_mnist(tmp_path / "mnist"))
     quick = [*QUICK, "--set", "training.batch_size=16", "--mnist", mnist]
     result = load_script("pytorch_cnn").main([*quick, "--out", str(tmp_path / "cnn")])
-    config = load_config(result.run_dir / "config.yaml")
+    config = load_config(result.run_dir.config_path)
     assert (config.data.name, config.model.name) == ("mnist", "cnn2d")
     _assert_accuracy_metrics(_summary(result.run_dir)["test"], ["accuracy"])
     vae = load_script("autoencoders").main(["--only", "vae", *quick, "--out", str(tmp_path / "ae")])["vae"]
-    assert load_config(vae["run_dir"] / "config.yaml").loss.name == "elbo_bernoulli"
+    assert load_config(RunDir(vae["run_dir"]).config_path).loss.name == "elbo_bernoulli"
     assert vae["samples"].is_file()

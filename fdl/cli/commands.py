@@ -1,25 +1,19 @@
-"""What each `fdl` subcommand does, given its parsed arguments."""
+"""What each `fdl` subcommand does, given its parsed arguments: short calls into fdl.runs."""
 from __future__ import annotations
 
 import io
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
-from fdl.cli.sweep import run_sweep  # noqa: F401 — main dispatches run_<command>
-from fdl.config import load_config, load_run, resume_run, train_from_config
-from fdl.config.build import build_data, build_loss, build_model
-from fdl.config.load import ConfigError
-from fdl.config.run import check_model_fits_data
-from fdl.data import MinMaxStats, StandardizeStats, transform
+from fdl.config import ConfigError, build_arguments, load_config
+from fdl.io import to_python
 from fdl.nn import summary
-from fdl.records import write_bytes, write_json
-from fdl.train import evaluate_arrays, predict_arrays
-from fdl.train.fit import as_metrics, infer_num_classes, output_shape
+from fdl.records import write_bytes
+from fdl.runs import load_run, resume_run, train_from_config
 
-STATS = {"standardize": StandardizeStats, "min_max": MinMaxStats}
+__all__ = ["one_line", "run_train", "run_eval", "run_predict", "run_summary", "run_sweep"]
 
 
 def one_line(error: BaseException) -> str:
@@ -41,66 +35,66 @@ def run_train(args) -> int:
         result = train_from_config(load_config(args.config, overrides))
     else:
         raise ConfigError("fdl train needs a CONFIG file, or --resume RUN_DIR")
-    print(f"run directory: {result.run_dir}")
+    print(f"run directory: {result.run_dir.path}")
     print(json.dumps({k: v for k, v in result.summary.items() if k in ("train", "val", "test")}))
     return 0
 
 
 def run_eval(args) -> int:
-    config, model, prepared, state = load_run(args.run_dir, args.checkpoint)
-    splits = prepared.dataset.splits()
-    if args.split not in splits:
-        raise ConfigError(f"--split {args.split}: this run's data has no {args.split} split — "
-                          f"available: {', '.join(splits)}")
-    split = splits[args.split]
-    num_classes = infer_num_classes(output_shape(model, prepared.dataset.feature_shape))
-    scores = evaluate_arrays(model, state.params, state.model_state, split.x, split.y,
-                             loss=build_loss(config.loss), metrics=as_metrics(config.metrics, num_classes),
-                             batch_size=config.training.eval_batch_size)
-    write_json(Path(args.run_dir) / f"eval_{args.split}.json", scores)
-    print(json.dumps({args.split: scores}, default=lambda v: np.asarray(v).tolist()))
+    run = load_run(args.run_dir, args.checkpoint)
+    try:
+        scores = run.evaluate(args.split)
+    except ValueError as error:
+        raise ConfigError(f"--split {args.split}: {error}") from None
+    run.run_dir.write_eval(args.split, scores)
+    print(json.dumps({args.split: to_python(scores)}))
     return 0
 
 
-def _load_inputs(path: str, input_shape: tuple) -> np.ndarray:
+def _load_inputs(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"inputs file {path!r} does not exist")
     try:
-        x = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except ValueError as error:
         raise ValueError(f"inputs file {path!r} is not a .npy array ({error})") from None
-    if x.shape[1:] != tuple(input_shape):
-        single = " (one example? add a leading axis: x[None])" if x.shape == tuple(input_shape) else ""
-        raise ValueError(f"inputs file {path!r} has shape {x.shape}, the model expects "
-                         f"(n, {', '.join(map(str, input_shape))}){single}")
-    return x.astype(np.float32)
 
 
 def run_predict(args) -> int:
-    config, model, prepared, state = load_run(args.run_dir, args.checkpoint)
-    x = _load_inputs(args.inputs, prepared.dataset.feature_shape)
-    saved = Path(args.run_dir) / "preprocess.npz"
-    if saved.is_file():  # the statistics fitted on the run's training split
-        with np.load(saved) as stats:
-            method = str(stats["method"])
-            x = transform(method, STATS[method](**{k: stats[k] for k in stats.files if k != "method"}), x)
-    outputs = predict_arrays(model, state.params, state.model_state, x,
-                             batch_size=config.training.eval_batch_size)
+    run = load_run(args.run_dir, args.checkpoint)
+    try:
+        outputs = run.predict(_load_inputs(args.inputs))
+    except ValueError as error:
+        raise ValueError(f"inputs file {args.inputs!r}: {error}") from None
     if args.out:
         buffer = io.BytesIO()
         np.save(buffer, outputs)
         write_bytes(args.out, buffer.getvalue())
         print(f"predictions {outputs.shape} written to {args.out}")
     else:
-        print(json.dumps({"shape": list(outputs.shape),
-                          "argmax": np.argmax(outputs, -1).tolist()[:20]}))
+        print(json.dumps({"shape": list(outputs.shape), "argmax": np.argmax(outputs, -1).tolist()[:20]}))
     return 0
 
 
 def run_summary(args) -> int:
-    config = load_config(args.config, args.overrides)
-    prepared = build_data(config.data, config.seed)
-    model = build_model(config.model)
-    check_model_fits_data(model, prepared.dataset.feature_shape)
-    print(summary(model, prepared.dataset.feature_shape))
+    arguments = build_arguments(load_config(args.config, args.overrides))
+    print(summary(arguments.model, arguments.data.dataset.feature_shape))
+    return 0
+
+
+def run_sweep(args) -> int:
+    """Runs `fdl sweep CONFIG` / joins a shared study / resumes a sweep directory; 0 when done."""
+    try:
+        from fdl.runs.sweep import driver
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(f"fdl sweep needs {error.name} — install it with "
+                                  "pip install \"fdl[sweep]\"") from None
+    result = driver.run_sweep(
+        args.config, out_dir=args.out, storage=args.storage, study_name=args.study,
+        workers=args.workers, resume=args.resume, overrides=args.overrides,
+        report=not args.worker, verbose=0 if args.quiet else 1)
+    if args.worker:
+        print(f"worker done: trained {result.trained} trials of study {result.study_name!r}")
+    else:
+        print(f"sweep directory: {result.sweep_dir.path}  (results.csv, best.yaml, plots/)")
     return 0

@@ -1,15 +1,18 @@
-"""fdl.config: YAML run configs -> typed dataclasses -> model, optimizer, loss, data, run.
+"""fdl.config: YAML run configs -> typed dataclasses -> the built arguments of a run.
 
-Imports the library (nn, data, train, records); only the command imports it.
+Imports the library (nn, data, losses, optim, train's callbacks); never fdl.runs
+or fdl.cli. `build_arguments` is the one place a config becomes the model,
+loss, optimizer, data and callbacks that `fdl train` and `fdl sweep` use.
 """
-from fdl.config.build import (build_augment, build_callbacks, build_data, build_layer, build_loss,
-                              build_model, build_optimizer)
-from fdl.config.load import ConfigError, check_keys, load_config, parse_overrides, to_yaml
-from fdl.config.run import RunResult, evaluate_splits, load_run, resume_run, train_from_config
-from fdl.config.schema import RunConfig
+from fdl.config.arguments import RunArguments, build_arguments, check_model_fits_data, check_population_keys
+from fdl.config.build import (PreparedData, build_augment, build_custom_callbacks, build_data, build_layer,
+                              build_loss, build_model, build_optimizer, import_target, optimizer_arguments)
+from fdl.config.load import ConfigError, check_keys, load_config, merge_config, parse_overrides, to_yaml
+from fdl.config.schema import RunConfig, SweepConfig
 
 __all__ = [
-    "ConfigError", "RunConfig", "RunResult", "load_config", "parse_overrides", "check_keys", "to_yaml",
-    "build_augment", "build_callbacks", "build_data", "build_layer", "build_loss", "build_model",
-    "build_optimizer", "train_from_config", "resume_run", "evaluate_splits", "load_run",
+    "ConfigError", "RunConfig", "RunArguments", "PreparedData", "load_config", "parse_overrides",
+    "check_keys", "to_yaml", "build_arguments", "check_model_fits_data", "check_population_keys", "build_augment", "build_data",
+    "build_layer", "build_loss", "build_model", "build_optimizer", "optimizer_arguments",
+    "build_custom_callbacks", "import_target", "merge_config", "SweepConfig",
 ]

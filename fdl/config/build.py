@@ -2,10 +2,18 @@
 
 Each builder reads one config section and raises `ConfigError` naming the key
 path when the section asks for something that does not exist.
+
+User components are named by import path, as Hydra's `_target_` does: a layer
+spec `{target: mypkg.layers.MyLayer, args: {...}, name: ...}` in model.layers,
+`model: {target: mypkg.models.make, args: {...}}`, and callbacks.custom entries
+`{target: mypkg.callbacks.Notify, args: {...}}`. The target is called with the
+args; its module is imported when the component is built.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -13,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fdl import data as fdl_data
 from fdl import losses, nn
-from fdl.config.load import ConfigError
-from fdl.errors import unknown_name_message
+from fdl.config.load import ConfigError, check_loss_section
+from fdl.errors import closest, unknown_name_message
 from fdl.nn.models import MODELS
 from fdl.optim import make_optimizer
 from fdl.train import callbacks as cb
@@ -32,6 +40,66 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+_DOTTED_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+_IMPORT_FIX = "give module.attribute of a callable"
+
+
+def import_target(path: Any, where: str) -> Callable:
+    """The callable at the dotted `path` (`module.attribute`), imported now.
+
+    Raises:
+      ConfigError: naming `where` (the key path) and `path`, when the path is not
+        dotted, the module does not import, it lacks the attribute, or that is
+        not callable.
+    """
+    if not isinstance(path, str) or not _DOTTED_PATH.fullmatch(path):
+        raise ConfigError(f"{where}: cannot import {path!r} (not a dotted path) — {_IMPORT_FIX}")
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{where}: cannot import {path!r} ({reason}) — {_IMPORT_FIX}") from None
+    if not hasattr(module, attribute):
+        match = closest(attribute, [name for name in dir(module) if not name.startswith("_")])
+        also = f"; did you mean {module_name}.{match}?" if match else ""
+        raise ConfigError(f"{where}: cannot import {path!r} (module {module_name!r} has no attribute "
+                          f"{attribute!r}{also}) — {_IMPORT_FIX}")
+    target = getattr(module, attribute)
+    if not callable(target):
+        raise ConfigError(f"{where}: {path!r} is of type {type(target).__name__}, not a callable — {_IMPORT_FIX}")
+    return target
+
+
+def _target_spec(spec: dict, where: str, keys: tuple[str, ...]) -> tuple[str, dict]:
+    """Checks a `{target: ..., args: {...}}` mapping; returns (target, args)."""
+    for key in spec:
+        if key not in keys:
+            match = closest(key, keys)
+            hint = f"did you mean {where}.{match}?" if match else f"valid: {', '.join(keys)}"
+            raise ConfigError(f"{where}.{key}: unknown key — {hint}")
+    if spec.get("target") is None:
+        raise ConfigError(f"{where}.target: missing — give {{target: module.attribute, args: {{...}}}}")
+    args = spec.get("args") or {}
+    if not isinstance(args, dict):
+        raise ConfigError(f"{where}.args: expected a mapping of keyword arguments, got {args!r}")
+    return spec["target"], args
+
+
+def _call_target(target: Callable, path: str, args: dict, where: str) -> Any:
+    try:
+        return target(**args)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where} {path}: {error}") from None
+
+
+def _built_layer(layer: Any, path: str, where: str) -> nn.Layer:
+    if not isinstance(layer, nn.Layer):
+        raise ConfigError(f"{where}: {path} returned {type(layer).__name__}, not an fdl.nn.Layer — "
+                          "return a Layer (an init/apply pair, see fdl.nn.core.Layer)")
+    return layer
+
+
 def _single_entry(spec: Any, where: str, what: str) -> tuple[str, Any]:
     """`"Relu"` -> ("Relu", None); `{Dense: {features: 10}}` -> ("Dense", {...})."""
     if isinstance(spec, str):
@@ -43,10 +111,19 @@ def _single_entry(spec: Any, where: str, what: str) -> tuple[str, Any]:
 
 
 def build_layer(spec: Any, where: str = "model.layers") -> nn.Layer:
-    """One layer spec: a name, `{Kind: {kwargs}}`, or `{serial|parallel|residual: [specs]}`.
+    """One layer spec: a name, `{Kind: {kwargs}}`, `{serial|parallel|residual: [specs]}`, or
+    `{target: module.attribute, args: {kwargs}, name: ...}` (a user's function returning a Layer).
 
     A `name` keyword gives the layer a user name (its params key).
     """
+    if isinstance(spec, dict) and "target" in spec:
+        path, arguments = _target_spec(spec, where, ("target", "args", "name"))
+        target = import_target(path, f"{where}.target")
+        layer = _built_layer(_call_target(target, path, arguments, where), path, f"{where}.target")
+        try:
+            return nn.named(spec["name"], layer) if spec.get("name") else layer
+        except ValueError as error:
+            raise ConfigError(f"{where}.name: {error}") from None
     kind, arguments = _single_entry(spec, where, "layer")
     if kind in COMBINATORS:
         if not isinstance(arguments, list):
@@ -64,7 +141,7 @@ def build_layer(spec: Any, where: str = "model.layers") -> nn.Layer:
 
 
 def build_model(section: DictConfig) -> nn.Layer:
-    """A Layer from `model.name` + `model.args`, or from `model.layers`."""
+    """A Layer from `model.name` + `model.args`, `model.target` + `model.args`, or `model.layers`."""
     if section.name is not None:
         if section.name not in MODELS:
             raise ConfigError(f"model.name: {unknown_name_message('model', section.name, MODELS)}")
@@ -72,18 +149,31 @@ def build_model(section: DictConfig) -> nn.Layer:
             return MODELS[section.name](**_plain(section.args))
         except (TypeError, ValueError) as error:
             raise ConfigError(f"model.args ({section.name}): {error}") from None
+    path = section.get("target")
+    if path is not None:
+        target = import_target(path, "model.target")
+        try:
+            model = target(**_plain(section.args))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model.args ({path}): {error}") from None
+        return _built_layer(model, path, "model.target")
+    if section.layers is None:
+        raise ConfigError("model: give model.name, model.layers or model.target")
     specs = _plain(section.layers)
     return nn.serial(*[build_layer(s, f"model.layers[{i}]") for i, s in enumerate(specs)])
 
 
-def build_loss(section: DictConfig) -> losses.Loss:
-    if section.name not in losses.LOSSES:
-        raise ConfigError(f"loss.name: {unknown_name_message('loss', section.name, losses.LOSSES)}")
-    if section.name == "cross_entropy" and section.label_smoothing:
-        return losses.cross_entropy_with(label_smoothing=section.label_smoothing)
-    if section.name == "huber" and section.delta != 1.0:
-        return lambda output, target: losses.huber(output, target, delta=section.delta)
-    return losses.LOSSES[section.name]
+def build_loss(section: DictConfig) -> losses.NamedLoss:
+    """The loss of `loss: {name, args}`: equal sections give equal (and hash-equal) losses.
+
+    Null args are unset (the loss's default).
+    """
+    check_loss_section(section)
+    args = {key: value for key, value in (_plain(section.get("args")) or {}).items() if value is not None}
+    try:
+        return losses.get_loss(section.name, **args)
+    except ValueError as error:
+        raise ConfigError(f"loss.args: {error}") from None
 
 
 def optimizer_arguments(section: DictConfig) -> dict:
@@ -92,6 +182,11 @@ def optimizer_arguments(section: DictConfig) -> dict:
 
 
 def build_optimizer(section: DictConfig):
+    """The optax optimizer of `optimizer:` (fdl.optim.make_optimizer with the section's set keys).
+
+    load_config has checked the keys against the alias already; make_optimizer checks them again
+    here for sections made otherwise (a sweep point).
+    """
     try:
         return make_optimizer(**optimizer_arguments(section))
     except (TypeError, ValueError) as error:
@@ -167,19 +262,20 @@ def _retarget(dataset: fdl_data.Dataset, section: DictConfig) -> fdl_data.Datase
     raise ConfigError(f"data.target: expected 'label', 'input' or 'one_vs_rest', got {section.target!r}")
 
 
-def build_callbacks(config: DictConfig, checkpoint_dir: str | None) -> list:
-    """EarlyStopping, ReduceLROnPlateau and ModelCheckpoint as the config asks."""
-    section, built = config.callbacks, []
-    stop = section.early_stopping
-    if stop.enabled:
-        built.append(cb.EarlyStopping(stop.monitor, patience=stop.patience, mode=stop.mode,
-                                      min_delta=stop.min_delta, restore_best=stop.restore_best))
-    plateau = section.reduce_lr_on_plateau
-    if plateau.enabled:
-        built.append(cb.ReduceLROnPlateau(plateau.monitor, factor=plateau.factor,
-                                          patience=plateau.patience, mode=plateau.mode,
-                                          min_learning_rate=plateau.min_learning_rate))
-    if checkpoint_dir is not None:
-        built.append(cb.ModelCheckpoint(checkpoint_dir, monitor=section.checkpoint.monitor,
-                                        mode=section.checkpoint.mode))
+def build_custom_callbacks(config: DictConfig) -> list:
+    """The user callbacks of `callbacks.custom`: each `{target: module.attribute, args: {...}}`
+    called with its args, in order. A target returns an fdl.train.callbacks.Callback or a
+    function `fn(epoch, logs)`.
+    """
+    built = []
+    for i, spec in enumerate(_plain(config.callbacks.get("custom")) or []):
+        where = f"callbacks.custom[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected {{target: module.attribute, args: {{...}}}}, got {spec!r}")
+        path, arguments = _target_spec(spec, where, ("target", "args"))
+        callback = _call_target(import_target(path, f"{where}.target"), path, arguments, where)
+        if not (isinstance(callback, cb.Callback) or callable(callback)):
+            raise ConfigError(f"{where}.target: {path} returned {type(callback).__name__}, not a callback "
+                              "— return an fdl.train.callbacks.Callback or a function fn(epoch, logs)")
+        built.append(callback)
     return built

@@ -3,7 +3,13 @@
 Each section is a dataclass; a YAML file is merged onto these defaults, so an
 unknown key or a wrong type is an error at load time. Free-form mappings are
 only where the keys belong to something else (a model's keyword arguments, a
-schedule's, an augmentation's).
+loss's, a schedule's, an augmentation's, a sweep's swept keys). The optimizer
+section is the one open section: besides its typed keys it takes any argument
+of its optax alias, checked against the alias's signature by load_config.
+
+A user component is named by import path, as Hydra's `_target_` does:
+`{target: mypkg.layers.MyLayer, args: {...}}` in model.layers and
+callbacks.custom, or `model: {target: mypkg.models.make, args: {...}}`.
 """
 from __future__ import annotations
 
@@ -27,26 +33,28 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: Optional[str] = None             # a name in fdl.nn.models.MODELS ...
-    args: Dict[str, Any] = field(default_factory=dict)  # ... and its keyword arguments
+    args: Dict[str, Any] = field(default_factory=dict)  # ... and its keyword arguments (or target's)
     layers: Optional[List[Any]] = None     # or a list of layer specs: [{Dense: {features: 10}}, Relu]
+    target: Optional[str] = None           # or module.attribute of a function returning a Layer
 
 
 @dataclass
 class LossConfig:
-    name: str = "cross_entropy"            # a name in fdl.losses.LOSSES
-    label_smoothing: float = 0.0           # cross_entropy only
-    delta: float = 1.0                     # huber only
+    name: str = "cross_entropy"            # a name in fdl.losses.LOSSES; `loss: mse` for short
+    args: Dict[str, Any] = field(default_factory=dict)  # its keyword arguments: {label_smoothing: 0.1}
 
 
 @dataclass
 class OptimizerConfig:
+    """Typed keys; any other key is an argument of the optax alias (`initial_accumulator_value`)."""
+
     name: str = "adam"                     # any optax alias, see fdl.optim.OPTIMIZERS
     learning_rate: float = 1e-3
     schedule: Optional[Dict[str, Any]] = None  # {name: cosine, decay_steps: 6000}, see fdl.optim
     clip_global_norm: Optional[float] = None
     weight_decay: Optional[float] = None
     accumulate_steps: int = 1
-    momentum: Optional[float] = None
+    momentum: Optional[float] = None       # the alias arguments most often set; null: the alias's default
     nesterov: Optional[bool] = None
     b1: Optional[float] = None
     b2: Optional[float] = None
@@ -79,6 +87,8 @@ class ReduceLROnPlateauConfig:
     factor: float = 0.1
     patience: int = 5
     mode: str = "auto"
+    min_delta: float = 0.0                 # the smallest change of `monitor` that counts as progress
+    cooldown: int = 0                      # epochs to wait after a reduction before counting again
     min_learning_rate: float = 0.0
 
 
@@ -93,6 +103,7 @@ class CallbacksConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     reduce_lr_on_plateau: ReduceLROnPlateauConfig = field(default_factory=ReduceLROnPlateauConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    custom: List[Any] = field(default_factory=list)  # [{target: mypkg.callbacks.Notify, args: {...}}]
 
 
 @dataclass
@@ -101,6 +112,31 @@ class OutputConfig:
     base: str = "runs"
     tensorboard: bool = True
     plots: bool = True
+
+
+@dataclass
+class SweepConfig:
+    """The keys a `sweep:` section may have; fdl.runs.sweep.spec reads and checks the values.
+
+    Members stop early and lower their learning rate as `callbacks:` says, as in `fdl train`.
+    """
+
+    method: str = "grid"
+    seeds: int = 1
+    num_samples: Optional[int] = None      # random/optuna: points to draw (default 16)
+    sampler_seed: int = 0
+    sampler: Any = "tpe"                   # a name, or {name: tpe, <sampler kwargs>}
+    pruner: Any = "median"                 # a name ("none" disables), or {name: ..., <kwargs>}
+    monitor: str = "val_loss"
+    mode: str = "auto"
+    population_size: Optional[int] = None  # points per population (default: all / 8 for optuna)
+    max_members: Optional[int] = None
+    strategy: str = "auto"
+    storage: Optional[str] = None          # an Optuna storage URL (default: study.db in the sweep dir)
+    study: Optional[str] = None            # the study name (default: the config's name)
+    heartbeat_interval: int = 10           # seconds; a worker silent for grace_period loses its trials
+    grace_period: int = 30
+    params: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,4 +151,4 @@ class RunConfig:
     metrics: List[str] = field(default_factory=lambda: ["accuracy"])
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    sweep: Optional[Dict[str, Any]] = None  # see fdl.population (fdl sweep)
+    sweep: Optional[SweepConfig] = None    # see fdl.runs.sweep (fdl sweep)

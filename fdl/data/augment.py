@@ -19,6 +19,9 @@ import jax.numpy as jnp
 
 from fdl.typing import PRNGKey
 
+__all__ = ["Augment", "random_shift", "random_crop", "random_flip", "gaussian_noise", "compose",
+           "mixup"]
+
 Augment = Callable[[PRNGKey, jax.Array], jax.Array]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from fdl.typing import Shape
 
 SPLIT_NAMES = ("train", "val", "test")
+__all__ = ["Dataset", "Split", "as_arrays", "SPLIT_NAMES"]
 
 
 class Split(NamedTuple):
@@ -71,3 +72,20 @@ class Dataset:
         """Returns the splits that are present, in the order train, val, test."""
         present = {name: getattr(self, name) for name in SPLIT_NAMES}
         return {name: split for name, split in present.items() if split is not None}
+
+
+def as_arrays(data, role: str = "train") -> tuple:
+    """(x, y) from a (x, y) pair, a Split (or anything with .x and .y), or a Dataset's `role` split.
+
+    Raises:
+      TypeError: `data` is none of these (the message names `role`).
+    """
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return data.x, data.y
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    if hasattr(data, role) and hasattr(getattr(data, role), "x"):
+        split = getattr(data, role)
+        return split.x, split.y
+    raise TypeError(f"{role}: expected (x, y) arrays, an fdl.data Split or Dataset, got "
+                    f"{type(data).__name__}")

@@ -9,6 +9,8 @@ import jax
 
 from fdl.typing import PRNGKey
 
+__all__ = ["epoch_permutation", "batch_indices"]
+
 
 def epoch_permutation(key: PRNGKey, epoch, num_examples: int) -> jax.Array:
     """The shuffled order of the examples for one epoch.

@@ -17,6 +17,10 @@ import numpy as np
 from fdl.data.dataset import Dataset, Split
 from fdl.errors import unknown_name_message
 
+__all__ = ["preprocess", "transform", "one_hot", "METHODS", "StandardizeStats", "fit_standardize",
+           "apply_standardize", "invert_standardize", "MinMaxStats", "fit_min_max",
+           "apply_min_max", "invert_min_max"]
+
 
 class StandardizeStats(NamedTuple):
     """Statistics of `x -> (x - mean) / scale`.

@@ -26,9 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from fdl.data.dataset import Dataset, Split
-from fdl.errors import closest
+from fdl.errors import did_you_mean
 from fdl.io import write_bytes
 from fdl.data.validate import validate_dataset
+
+__all__ = ["load", "LOADERS", "load_mnist1d", "load_npz", "load_csv", "from_arrays", "read_idx",
+           "cache_dir", "IDX_FILES", "MNIST1D_CACHE_FILE", "DIGIT_NAMES",
+           "FASHION_MNIST_CLASS_NAMES"]
 
 DIGIT_NAMES = tuple(str(digit) for digit in range(10))
 FASHION_MNIST_CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -189,7 +193,7 @@ def _column_index(path: Path, label_column: int | str, header: bool, delimiter: 
         with open(path) as file:
             names = [field.strip() for field in file.readline().split(delimiter)]
         if label_column not in names:
-            suggestion = _did_you_mean(label_column, names)
+            suggestion = _in_parentheses(did_you_mean(label_column, names))
             raise ValueError(f"{path}: no column {label_column!r}{suggestion}; columns are {names}")
         return names.index(label_column)
     if not -num_columns <= label_column < num_columns:
@@ -198,9 +202,8 @@ def _column_index(path: Path, label_column: int | str, header: bool, delimiter: 
     return label_column % num_columns
 
 
-def _did_you_mean(word: str, choices) -> str:
-    match = closest(word, choices)
-    return f" (did you mean {match!r}?)" if match else ""
+def _in_parentheses(hint: str) -> str:
+    return f" ({hint})" if hint else ""
 
 # ---------------------------------------------------------------------------
 # MNIST and Fashion-MNIST from IDX files
@@ -415,8 +418,8 @@ def load(name: str, path=None, **kwargs) -> Dataset:
             anything the loader raises.
     """
     if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}{_did_you_mean(name, LOADERS)}; valid "
-                         f"names: {', '.join(sorted(LOADERS))}")
+        raise ValueError(f"unknown dataset {name!r}{_in_parentheses(did_you_mean(name, LOADERS))}; "
+                         f"valid names: {', '.join(sorted(LOADERS))}")
     if path is None and name not in _PATH_OPTIONAL:
         raise ValueError(f"load({name!r}) needs path= (a file or folder to read); fdl never "
                          "downloads")

@@ -9,6 +9,8 @@ import numpy as np
 
 from fdl.data.dataset import Dataset, Split
 
+__all__ = ["train_val_split", "kfold_indices"]
+
 
 def train_val_split(dataset: Dataset, fraction: float = 0.1, *, stratify: bool = True,
                     seed: int = 0) -> Dataset:

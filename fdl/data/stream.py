@@ -5,9 +5,10 @@
 in-memory run with the same key would. A `Prefetcher` thread copies the next
 batches to the device while the current step runs (double buffering).
 
-    >>> stream = NpyStream("x.npy", "y.npy", batch_size=128, key=jax.random.key(0))
+    >>> stream = NpyStream("x.npy", "y.npy")
+    >>> key = jax.random.key(0)
     >>> for epoch in range(num_epochs):
-    ...     with stream.epoch(epoch) as batches:
+    ...     with stream.epoch(key, epoch, batch_size=128) as batches:
     ...         for x_batch, y_batch in batches:
     ...             state = train_step(state, x_batch, y_batch)
 """
@@ -22,6 +23,8 @@ import numpy as np
 from fdl.data.order import batch_indices, epoch_permutation
 from fdl.data.validate import as_float32
 from fdl.typing import PRNGKey
+
+__all__ = ["NpyStream", "Prefetcher"]
 
 _END = object()  # the producer finished
 
@@ -122,31 +125,27 @@ def _gather(array: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 class NpyStream:
-    """Batches of memory-mapped `.npy` features (and labels) in the epoch order.
+    """Memory-mapped `.npy` features (and labels), read batch by batch in the epoch order.
 
-    Only the rows of the current batches are read from disk. Batches follow
-    `batch_indices(key, epoch, n, batch_size)`, computed once per epoch on the
-    host; features are converted to float32 per batch (rules of
+    The stream holds only the files; whoever trains supplies the order per call
+    (`key`, `epoch`, `batch_size`, in the order of `fdl.data.batch_indices`), so
+    one stream serves any run and `fdl.fit(model, stream, batch_size=...)`
+    reads the files in that run's order. Only the rows of the current batch
+    are read from disk; features are converted to float32 per batch (rules of
     `fdl.data.validate`; an error names the file, epoch, batch and the row
     within the batch).
 
     Args:
         x_path: .npy file of (n, *feature_shape) real-valued features.
         y_path: .npy file of (n,) integer labels or (n, ...) float targets, or None.
-        batch_size: Examples per batch, in [1, n].
-        key: The run's data key, as passed to `batch_indices`.
-        drop_last: Drop the last partial batch (the engine's contract). When
-            False a final batch of the `n % batch_size` left-out examples
-            follows; its different shape recompiles a jitted step.
-        prefetch: Batches copied to the device ahead of the consumer.
+        prefetch: Batches copied to the device ahead of the consumer by `epoch`.
 
     Raises:
-        ValueError: a non-numeric or rank-1 x, x and y of different lengths, a
-            batch_size outside [1, n], or prefetch < 1.
+        ValueError: a non-numeric or rank-1 x, x and y of different lengths, or
+            prefetch < 1.
     """
 
-    def __init__(self, x_path, y_path, batch_size: int, *, key: PRNGKey,
-                 drop_last: bool = True, prefetch: int = 2):
+    def __init__(self, x_path, y_path=None, *, prefetch: int = 2):
         self.x_path = Path(x_path)
         self.y_path = None if y_path is None else Path(y_path)
         self.x = np.load(self.x_path, mmap_mode="r")
@@ -157,39 +156,55 @@ class NpyStream:
         if self.y is not None and self.y.shape[:1] != self.x.shape[:1]:
             raise ValueError(f"{self.y_path}: {self.y.shape[0] if self.y.ndim else 0} labels "
                              f"for {self.x.shape[0]} examples in {self.x_path}")
-        if not 1 <= batch_size <= self.x.shape[0]:
-            raise ValueError(f"NpyStream: batch_size must be in [1, {self.x.shape[0]}], got "
-                             f"{batch_size}")
         if prefetch < 1:
             raise ValueError(f"NpyStream: prefetch must be >= 1, got {prefetch}")
-        self.batch_size, self.key = batch_size, key
-        self.drop_last, self.prefetch = drop_last, prefetch
+        self.prefetch = prefetch
 
     @property
     def num_examples(self) -> int:
         return self.x.shape[0]
 
-    def __len__(self) -> int:
-        """Number of batches per epoch."""
-        full, partial = divmod(self.num_examples, self.batch_size)
-        return full + int(partial > 0 and not self.drop_last)
+    def num_batches(self, batch_size: int, *, drop_last: bool = True) -> int:
+        """Number of batches per epoch for `batch_size` (see `host_batches`)."""
+        self._check_batch_size(batch_size)
+        full, partial = divmod(self.num_examples, batch_size)
+        return full + int(partial > 0 and not drop_last)
 
-    def host_batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Yields one epoch's (x, y) numpy batches in order, without prefetching.
+    def _check_batch_size(self, batch_size: int) -> None:
+        if not 1 <= batch_size <= self.num_examples:
+            raise ValueError(f"NpyStream {self.x_path.name}: batch_size must be in "
+                             f"[1, {self.num_examples}], got {batch_size}")
+
+    def host_batches(self, key: PRNGKey, epoch: int, batch_size: int, *,
+                     drop_last: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """One epoch's (x, y) numpy batches in order, without prefetching.
+
+        Batches follow `batch_indices(key, epoch, n, batch_size)`, computed once
+        for the epoch on the host.
 
         Args:
+            key: The run's data key, as passed to `batch_indices`.
             epoch: Epoch number.
+            batch_size: Examples per batch, in [1, n].
+            drop_last: Drop the last partial batch (the engine's contract). When
+                False a final batch of the `n % batch_size` left-out examples
+                follows; its different shape recompiles a jitted step.
 
-        Yields:
-            x (batch, *feature_shape) float32 and y (batch, ...) int32 labels or
-            float32 targets (None without y_path).
+        Returns:
+            An iterator of x (batch, *feature_shape) float32 and y (batch, ...)
+            int32 labels or float32 targets (None without y_path).
+
+        Raises:
+            ValueError: batch_size outside [1, n] (at the call, not at the first batch).
         """
-        indices = list(np.asarray(batch_indices(self.key, epoch, self.num_examples,
-                                                self.batch_size)))
-        left_out = self.num_examples % self.batch_size
-        if left_out and not self.drop_last:
-            indices.append(np.asarray(epoch_permutation(self.key, epoch,
-                                                        self.num_examples))[-left_out:])
+        self._check_batch_size(batch_size)
+        indices = list(np.asarray(batch_indices(key, epoch, self.num_examples, batch_size)))
+        left_out = self.num_examples % batch_size
+        if left_out and not drop_last:
+            indices.append(np.asarray(epoch_permutation(key, epoch, self.num_examples))[-left_out:])
+        return self._read(indices, epoch)
+
+    def _read(self, indices: list[np.ndarray], epoch: int) -> Iterator:
         for number, index in enumerate(indices):
             where = f"(epoch {epoch}, batch {number})"
             yield (as_float32(_gather(self.x, index), f"{self.x_path.name} {where}"),
@@ -203,14 +218,19 @@ class NpyStream:
             return labels.astype(np.int32)
         return as_float32(labels, f"{self.y_path.name} {where}")
 
-    def epoch(self, epoch: int, device=None) -> Prefetcher:
-        """One epoch's batches, prefetched to `device` in a background thread.
+    def epoch(self, key: PRNGKey, epoch: int, batch_size: int, *, drop_last: bool = True,
+              device=None) -> Prefetcher:
+        """One epoch's batches (`host_batches`), prefetched to `device` in a background thread.
 
         Args:
+            key: The run's data key.
             epoch: Epoch number.
+            batch_size: Examples per batch, in [1, n].
+            drop_last: See `host_batches`.
             device: Target device; None for JAX's default.
 
         Returns:
             A `Prefetcher` yielding (x, y) device arrays; use it in a `with` block.
         """
-        return Prefetcher(self.host_batches(epoch), size=self.prefetch, device=device)
+        return Prefetcher(self.host_batches(key, epoch, batch_size, drop_last=drop_last),
+                          size=self.prefetch, device=device)

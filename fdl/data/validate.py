@@ -98,11 +98,18 @@ def as_class_labels(labels: np.ndarray, where: str, num_classes: int) -> np.ndar
         raise ValueError(f"{where} has shape {labels.shape}; classification labels must be "
                          "(n,) class indices — for one-hot rows pass y.argmax(axis=1)")
     if labels.dtype.kind == "f":
-        fractional = ~np.isfinite(labels) | (labels != np.round(labels))
+        # checked like the negative labels below: the first bad index, the value, the fix
+        non_finite = ~np.isfinite(labels)
+        if non_finite.any():
+            raise ValueError(_first_bad_message(
+                where, non_finite, labels, "which is not finite — drop that example or give "
+                "it a class index"))
+        fractional = labels != np.round(labels)
         if fractional.any():
             raise ValueError(_first_bad_message(
-                where, fractional, labels, "not a whole number — classification labels "
-                "are class indices; pass num_classes=None for regression targets"))
+                where, fractional, labels, "not a whole number — class labels must be whole "
+                "numbers (class indices 0..num_classes-1); pass num_classes=None for "
+                "regression targets"))
     elif labels.dtype.kind not in "iub":
         raise ValueError(f"{where} has dtype {labels.dtype}; expected integer class indices")
     outside = (labels < 0) | (labels >= num_classes)

@@ -28,11 +28,11 @@ from fdl.nn.pooling import (
 )
 from fdl.nn.recurrent import GRU, LSTM, SimpleRNN
 from fdl.nn.reshape import Flatten, Reshape
-from fdl.nn.summary import summary
+from fdl.nn.summary import output_shape, summary
 from fdl.nn import models  # noqa: E402 — after the layers it builds from
 
 __all__ = [
-    "models", "Layer", "ShapeError", "batched", "init_child", "named", "summary", "get_initializer",
+    "models", "Layer", "ShapeError", "batched", "init_child", "named", "summary", "output_shape", "get_initializer",
     "serial", "parallel", "residual", "FanInSum", "FanInConcat",
     "Dense", "Dropout", "Flatten", "Reshape", "BatchNorm", "LayerNorm", "GroupNorm",
     "Embedding", "PositionalEmbedding", "SimpleRNN", "LSTM", "GRU", "MultiHeadSelfAttention",

@@ -14,6 +14,11 @@ import jax.numpy as jnp
 from fdl.errors import unknown_name_message
 from fdl.nn.core import Layer
 
+__all__ = ["Activation", "Identity", "Relu", "LeakyRelu", "Elu", "Gelu", "Silu", "Tanh", "Sigmoid",
+           "Softmax", "LogSoftmax", "elementwise", "get_activation", "ACTIVATIONS", "relu",
+           "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax",
+           "identity"]
+
 relu = jax.nn.relu
 elu = jax.nn.elu
 silu = jax.nn.silu

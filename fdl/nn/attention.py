@@ -25,6 +25,8 @@ from fdl.nn.dropout import Dropout
 from fdl.nn.initializers import get_initializer
 from fdl.nn.normalization import LayerNorm
 
+__all__ = ["MultiHeadSelfAttention", "TransformerEncoderBlock", "attention_weights"]
+
 
 def split_inputs(kind: str, inputs):
     """`x` -> `(x, None)`; `(x, valid)` -> `(x, valid)`, checking that `valid` is bool."""

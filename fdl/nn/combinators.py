@@ -11,6 +11,8 @@ import jax.numpy as jnp
 
 from fdl.nn.core import Layer, ShapeError, child_key, init_child, snake_case
 
+__all__ = ["serial", "parallel", "residual", "FanInSum", "FanInConcat"]
+
 
 def child_names(combinator: str, layers: tuple[Layer, ...]) -> list[str]:
     """The params/state key of each child; raises on a duplicate user name."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +29,17 @@ from jax import lax
 
 from fdl.nn.core import Layer, ShapeError
 from fdl.nn.initializers import get_initializer
-from fdl.nn.window import (LAYOUTS, Window, check_fits, check_padding, check_positive, check_rank,
-                           explicit_padding, is_count, output_spatial, window_for)
+from fdl.nn.window import (Window, check_fits, check_padding, check_positive, check_rank,
+                           explicit_padding, is_count, output_spatial, ranked_constructors,
+                           window_for)
 from fdl.typing import Shape
 
+__all__ = ["Conv", "Conv1D", "Conv2D", "Conv3D", "ConvTranspose", "ConvTranspose1D",
+           "ConvTranspose2D", "ConvTranspose3D", "IMPLEMENTATIONS", "default_implementation"]
+
 IMPLEMENTATIONS = ("auto", "lax", "patches")
+
+
 def default_implementation() -> str:
     """What `implementation="auto"` means: im2col "patches" on CPU, "lax" elsewhere.
 
@@ -123,45 +128,11 @@ def _setup(kind, ndim, features, kernel_size, strides, padding, dilation, groups
             get_initializer(b_init, owner=f"{kind} b_init"))
 
 
-def _conv(kind, ndim, features, kernel_size, *, strides, padding, dilation, groups, use_bias,
-          w_init, b_init, implementation, dtype) -> Layer:
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"{kind}: implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    ndim, window_of, w_initializer, b_initializer = _setup(
-        kind, ndim, features, kernel_size, strides, padding, dilation, groups, w_init, b_init)
-
-    def init(key, input_shape):
-        check_rank(kind, "Conv", input_shape, ndim)
-        window = window_of(input_shape)
-        *spatial, channels = input_shape
-        if channels % groups:
-            raise ShapeError(kind, f"input channels {channels} are not divisible by groups={groups} — "
-                                   "use a channel count that is a multiple of groups")
-        pads = explicit_padding(window, spatial)
-        check_fits(kind, "kernel_size", window, spatial, pads)
-        w_key, b_key = jax.random.split(key)
-        params = {"w": w_initializer(w_key, (*window.size, channels // groups, features), dtype)}
-        if use_bias:
-            params["b"] = b_initializer(b_key, (features,), dtype)
-        return (*output_spatial(window, spatial, pads), features), params, {}
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        window = window_of(x.shape)
-        compute_dtype = jnp.result_type(x, params["w"])
-        chosen = default_implementation() if implementation == "auto" else implementation
-        y = _CONVOLUTIONS[chosen](x.astype(compute_dtype), params["w"].astype(compute_dtype), window,
-                                  explicit_padding(window, x.shape[:-1]), groups)
-        if use_bias:
-            y = y + params["b"]
-        return y, state
-
-    return Layer(init, apply, kind)
-
-
-def Conv(features: int, kernel_size, *, strides=1, padding="SAME", dilation=1, groups: int = 1,
-         use_bias: bool = True, w_init="lecun_normal", b_init="zeros", implementation: str = "auto",
-         dtype=jnp.float32) -> Layer:
+# The one definition of the Conv arguments: `ranked_constructors` binds (kind, ndim) and
+# makes Conv, Conv1D, Conv2D and Conv3D with the rest as their signature; the docstring is Conv's.
+def _conv(kind: str, ndim: int | None, features: int, kernel_size, *, strides=1, padding="SAME",
+          dilation=1, groups: int = 1, use_bias: bool = True, w_init="lecun_normal",
+          b_init="zeros", implementation: str = "auto", dtype=jnp.float32) -> Layer:
     """N-dimensional convolution (cross-correlation) of one channels-last example.
 
     y[o, f] = b[f] + sum over taps t and channels c of its group of
@@ -199,27 +170,42 @@ def Conv(features: int, kernel_size, *, strides=1, padding="SAME", dilation=1, g
       >>> out_shape, params["w"].shape
       ((40, 25), (5, 1, 25))
     """
-    return _conv("Conv", None, features, kernel_size, strides=strides, padding=padding,
-                 dilation=dilation, groups=groups, use_bias=use_bias, w_init=w_init, b_init=b_init,
-                 implementation=implementation, dtype=dtype)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{kind}: implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    ndim, window_of, w_initializer, b_initializer = _setup(
+        kind, ndim, features, kernel_size, strides, padding, dilation, groups, w_init, b_init)
+
+    def init(key, input_shape):
+        check_rank(kind, "Conv", input_shape, ndim)
+        window = window_of(input_shape)
+        *spatial, channels = input_shape
+        if channels % groups:
+            raise ShapeError(kind, f"input channels {channels} are not divisible by groups={groups} — "
+                                   "use a channel count that is a multiple of groups")
+        pads = explicit_padding(window, spatial)
+        check_fits(kind, "kernel_size", window, spatial, pads)
+        w_key, b_key = jax.random.split(key)
+        params = {"w": w_initializer(w_key, (*window.size, channels // groups, features), dtype)}
+        if use_bias:
+            params["b"] = b_initializer(b_key, (features,), dtype)
+        return (*output_spatial(window, spatial, pads), features), params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        window = window_of(x.shape)
+        compute_dtype = jnp.result_type(x, params["w"])
+        chosen = default_implementation() if implementation == "auto" else implementation
+        y = _CONVOLUTIONS[chosen](x.astype(compute_dtype), params["w"].astype(compute_dtype), window,
+                                  explicit_padding(window, x.shape[:-1]), groups)
+        if use_bias:
+            y = y + params["b"]
+        return y, state
+
+    return Layer(init, apply, kind)
 
 
-def _fixed_conv(ndim: int) -> Callable[..., Layer]:
-    def conv(features: int, kernel_size, *, strides=1, padding="SAME", dilation=1, groups: int = 1,
-             use_bias: bool = True, w_init="lecun_normal", b_init="zeros",
-             implementation: str = "auto", dtype=jnp.float32) -> Layer:
-        return _conv(f"Conv{ndim}D", ndim, features, kernel_size, strides=strides, padding=padding,
-                     dilation=dilation, groups=groups, use_bias=use_bias, w_init=w_init,
-                     b_init=b_init, implementation=implementation, dtype=dtype)
-
-    conv.__name__ = conv.__qualname__ = f"Conv{ndim}D"
-    conv.__doc__ = f"`Conv` over inputs {LAYOUTS[ndim]}; same arguments and params."
-    return conv
-
-
-Conv1D = _fixed_conv(1)
-Conv2D = _fixed_conv(2)
-Conv3D = _fixed_conv(3)
+Conv, Conv1D, Conv2D, Conv3D = ranked_constructors(
+    _conv, "Conv", "`Conv` over inputs {layout}; same arguments and params.")
 
 
 def _transposed_output(window: Window, spatial_shape: Shape) -> Shape:
@@ -255,42 +241,10 @@ def _conv_transpose_lax(x, w, window: Window):
     return y[0]
 
 
-def _conv_transpose(kind, ndim, features, kernel_size, *, strides, padding, dilation, use_bias,
-                    w_init, b_init, dtype) -> Layer:
-    ndim, window_of, w_initializer, b_initializer = _setup(
-        kind, ndim, features, kernel_size, strides, padding, dilation, 1, w_init, b_init)
-
-    def init(key, input_shape):
-        check_rank(kind, "ConvTranspose", input_shape, ndim)
-        window = window_of(input_shape)
-        *spatial, channels = input_shape
-        out = _transposed_output(window, spatial)
-        if min(out) < 1:
-            raise ShapeError(kind, f"padding {window.padding} crops the whole output of input "
-                                   f"{tuple(spatial)} (output {out}) — use less padding")
-        w_key, b_key = jax.random.split(key)
-        # Drawn as (*kernel, in_channels, features) so fan-in counts input channels, as for Conv.
-        w = w_initializer(w_key, (*window.size, channels, features), dtype)
-        params = {"w": jnp.swapaxes(w, -1, -2)}
-        if use_bias:
-            params["b"] = b_initializer(b_key, (features,), dtype)
-        return (*out, features), params, {}
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        compute_dtype = jnp.result_type(x, params["w"])
-        y = _conv_transpose_lax(x.astype(compute_dtype), params["w"].astype(compute_dtype),
-                                window_of(x.shape))
-        if use_bias:
-            y = y + params["b"]
-        return y, state
-
-    return Layer(init, apply, kind)
-
-
-def ConvTranspose(features: int, kernel_size, *, strides=1, padding="SAME", dilation=1,
-                  use_bias: bool = True, w_init="lecun_normal", b_init="zeros",
-                  dtype=jnp.float32) -> Layer:
+# As `_conv`: the one definition of ConvTranspose{,1D,2D,3D}; the docstring is ConvTranspose's.
+def _conv_transpose(kind: str, ndim: int | None, features: int, kernel_size, *, strides=1,
+                    padding="SAME", dilation=1, use_bias: bool = True, w_init="lecun_normal",
+                    b_init="zeros", dtype=jnp.float32) -> Layer:
     """Transposed convolution: the gradient of `Conv` wrt its input (plus a bias).
 
     `ConvTranspose(F, k, strides=s, padding=p)` with kernel `w` maps an input
@@ -328,24 +282,36 @@ def ConvTranspose(features: int, kernel_size, *, strides=1, padding="SAME", dila
       ValueError: a bad argument, in the constructor.
       ShapeError: at init, a wrong input rank or padding that crops the whole output.
     """
-    return _conv_transpose("ConvTranspose", None, features, kernel_size, strides=strides,
-                           padding=padding, dilation=dilation, use_bias=use_bias, w_init=w_init,
-                           b_init=b_init, dtype=dtype)
+    ndim, window_of, w_initializer, b_initializer = _setup(
+        kind, ndim, features, kernel_size, strides, padding, dilation, 1, w_init, b_init)
+
+    def init(key, input_shape):
+        check_rank(kind, "ConvTranspose", input_shape, ndim)
+        window = window_of(input_shape)
+        *spatial, channels = input_shape
+        out = _transposed_output(window, spatial)
+        if min(out) < 1:
+            raise ShapeError(kind, f"padding {window.padding} crops the whole output of input "
+                                   f"{tuple(spatial)} (output {out}) — use less padding")
+        w_key, b_key = jax.random.split(key)
+        # Drawn as (*kernel, in_channels, features) so fan-in counts input channels, as for Conv.
+        w = w_initializer(w_key, (*window.size, channels, features), dtype)
+        params = {"w": jnp.swapaxes(w, -1, -2)}
+        if use_bias:
+            params["b"] = b_initializer(b_key, (features,), dtype)
+        return (*out, features), params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        compute_dtype = jnp.result_type(x, params["w"])
+        y = _conv_transpose_lax(x.astype(compute_dtype), params["w"].astype(compute_dtype),
+                                window_of(x.shape))
+        if use_bias:
+            y = y + params["b"]
+        return y, state
+
+    return Layer(init, apply, kind)
 
 
-def _fixed_conv_transpose(ndim: int) -> Callable[..., Layer]:
-    def conv_transpose(features: int, kernel_size, *, strides=1, padding="SAME", dilation=1,
-                       use_bias: bool = True, w_init="lecun_normal", b_init="zeros",
-                       dtype=jnp.float32) -> Layer:
-        return _conv_transpose(f"ConvTranspose{ndim}D", ndim, features, kernel_size, strides=strides,
-                               padding=padding, dilation=dilation, use_bias=use_bias, w_init=w_init,
-                               b_init=b_init, dtype=dtype)
-
-    conv_transpose.__name__ = conv_transpose.__qualname__ = f"ConvTranspose{ndim}D"
-    conv_transpose.__doc__ = f"`ConvTranspose` over inputs {LAYOUTS[ndim]}; same arguments and params."
-    return conv_transpose
-
-
-ConvTranspose1D = _fixed_conv_transpose(1)
-ConvTranspose2D = _fixed_conv_transpose(2)
-ConvTranspose3D = _fixed_conv_transpose(3)
+ConvTranspose, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D = ranked_constructors(
+    _conv_transpose, "ConvTranspose", "`ConvTranspose` over inputs {layout}; same arguments and params.")

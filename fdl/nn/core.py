@@ -19,6 +19,9 @@ import jax
 
 from fdl.typing import Params, PRNGKey, Shape, State
 
+__all__ = ["Layer", "InitFn", "ApplyFn", "ShapeError", "BATCH_AXIS", "named", "init_child",
+           "child_key", "batched", "expect_rank", "expect_sequence", "snake_case"]
+
 InitFn = Callable[[PRNGKey, Shape], tuple[Any, Params, State]]
 ApplyFn = Callable[..., tuple[Any, State]]
 

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 from fdl.nn.core import Layer, ShapeError
 from fdl.nn.initializers import get_initializer
 
+__all__ = ["Dense"]
+
 
 def Dense(features: int, *, use_bias: bool = True, w_init="lecun_normal", b_init="zeros",
           dtype=jnp.float32) -> Layer:

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 
 from fdl.nn.core import Layer, ShapeError
 
+__all__ = ["Dropout"]
+
 NO_KEY_MESSAGE = ("Dropout: train=True needs a key — pass key=... to apply "
                   "(fdl.fit does this for you)")
 

@@ -7,6 +7,8 @@ from jax.nn import initializers as jinit
 from fdl.nn.core import Layer, ShapeError, expect_rank
 from fdl.nn.initializers import get_initializer
 
+__all__ = ["Embedding", "PositionalEmbedding"]
+
 # PyTorch's nn.Embedding init, N(0, 1). Flax's nn.Embed uses a truncated normal
 # with stddev 1/sqrt(features), Keras' uniform(-0.05, 0.05).
 TOKEN_EMBEDDING_INIT = jinit.normal(stddev=1.0)

@@ -13,6 +13,8 @@ from jax.nn import initializers as jinit
 
 from fdl.errors import unknown_name_message
 
+__all__ = ["get_initializer", "INITIALIZERS", "Initializer"]
+
 Initializer = Callable  # (key, shape, dtype) -> array
 
 INITIALIZERS: dict[str, Callable[[], Initializer]] = {

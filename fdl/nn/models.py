@@ -12,7 +12,6 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from fdl.errors import unknown_name_message
 from fdl.nn.activations import Activation
 from fdl.nn.combinators import serial
 from fdl.nn.conv import Conv1D, Conv2D
@@ -22,6 +21,9 @@ from fdl.nn.dropout import Dropout
 from fdl.nn.pooling import MaxPool2D
 from fdl.nn.recurrent import GRU, LSTM
 from fdl.nn.reshape import Flatten, Reshape
+
+__all__ = ["MODELS", "logistic_regression", "mlp", "cnn1d", "gru_classifier", "lstm_classifier",
+           "cnn2d", "autoencoder", "vae", "vae_decoder"]
 
 
 def logistic_regression(num_classes: int = 10) -> Layer:
@@ -156,9 +158,3 @@ MODELS: dict[str, Callable[..., Layer]] = {
     "vae": vae,
 }
 
-
-def get_model(name: str, **kwargs) -> Layer:
-    """A registered model by name, built with `kwargs`; a miss lists the valid names."""
-    if name not in MODELS:
-        raise ValueError(unknown_name_message("model", name, MODELS))
-    return MODELS[name](**kwargs)

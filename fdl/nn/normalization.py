@@ -20,6 +20,8 @@ from jax import lax
 
 from fdl.nn.core import BATCH_AXIS, Layer, ShapeError
 
+__all__ = ["BatchNorm", "LayerNorm", "GroupNorm", "NO_BATCH_AXIS_MESSAGE"]
+
 NO_BATCH_AXIS_MESSAGE = (
     f"BatchNorm: train=True needs the batch axis {BATCH_AXIS!r} — apply the model through "
     f"fdl.batched(model) (or jax.vmap(..., axis_name={BATCH_AXIS!r}))")

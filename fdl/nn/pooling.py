@@ -12,15 +12,18 @@ behaviour by default; PyTorch's default is `count_include_pad=True`).
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fdl.nn.window import (Window, check_fits, check_padding, check_positive, check_rank,
-                           explicit_padding, output_spatial, spatial_layout, window_for)
 from fdl.nn.core import Layer
+from fdl.nn.window import (Window, check_fits, check_padding, check_positive, check_rank,
+                           explicit_padding, output_spatial, ranked_constructors, window_for)
+
+__all__ = ["MaxPool", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool", "AvgPool1D", "AvgPool2D",
+           "AvgPool3D", "GlobalAvgPool", "GlobalMaxPool"]
+
 
 def _reduce_window(x, init_value, operation, window: Window, pads):
     """`operation` over every window of `x: (*spatial, C)`, per channel; padding is `init_value`."""
@@ -74,7 +77,9 @@ def _pool(kind: str, family: str, ndim: int | None, window, strides, padding, re
     return Layer(init, apply, kind)
 
 
-def MaxPool(window, *, strides=None, padding="VALID") -> Layer:
+# The one definition of each pool's arguments: `ranked_constructors` binds (kind, ndim) and
+# makes MaxPool, MaxPool1D, MaxPool2D and MaxPool3D (and the AvgPools) from the rest.
+def _max_pool_layer(kind: str, ndim: int | None, window, *, strides=None, padding="VALID") -> Layer:
     """The maximum of each window, per channel.
 
     Args:
@@ -92,10 +97,11 @@ def MaxPool(window, *, strides=None, padding="VALID") -> Layer:
       ValueError: a bad argument, in the constructor.
       ShapeError: at init, a wrong input rank or a window larger than the padded input.
     """
-    return _pool("MaxPool", "MaxPool", None, window, strides, padding, _max_pool)
+    return _pool(kind, "MaxPool", ndim, window, strides, padding, _max_pool)
 
 
-def AvgPool(window, *, strides=None, padding="VALID", count_include_pad: bool = False) -> Layer:
+def _avg_pool_layer(kind: str, ndim: int | None, window, *, strides=None, padding="VALID",
+                    count_include_pad: bool = False) -> Layer:
     """The mean of each window, per channel.
 
     Args:
@@ -111,30 +117,13 @@ def AvgPool(window, *, strides=None, padding="VALID", count_include_pad: bool = 
       ShapeError: at init, a wrong input rank or a window larger than the padded input.
     """
     reduce = functools.partial(_avg_pool, count_include_pad=count_include_pad)
-    return _pool("AvgPool", "AvgPool", None, window, strides, padding, reduce)
+    return _pool(kind, "AvgPool", ndim, window, strides, padding, reduce)
 
 
-def _fixed_max_pool(ndim: int) -> Callable[..., Layer]:
-    def max_pool(window, *, strides=None, padding="VALID") -> Layer:
-        return _pool(f"MaxPool{ndim}D", "MaxPool", ndim, window, strides, padding, _max_pool)
-
-    max_pool.__name__ = max_pool.__qualname__ = f"MaxPool{ndim}D"
-    max_pool.__doc__ = f"`MaxPool` over inputs {spatial_layout(ndim)}; same arguments."
-    return max_pool
-
-
-def _fixed_avg_pool(ndim: int) -> Callable[..., Layer]:
-    def avg_pool(window, *, strides=None, padding="VALID", count_include_pad: bool = False) -> Layer:
-        reduce = functools.partial(_avg_pool, count_include_pad=count_include_pad)
-        return _pool(f"AvgPool{ndim}D", "AvgPool", ndim, window, strides, padding, reduce)
-
-    avg_pool.__name__ = avg_pool.__qualname__ = f"AvgPool{ndim}D"
-    avg_pool.__doc__ = f"`AvgPool` over inputs {spatial_layout(ndim)}; same arguments."
-    return avg_pool
-
-
-MaxPool1D, MaxPool2D, MaxPool3D = (_fixed_max_pool(ndim) for ndim in (1, 2, 3))
-AvgPool1D, AvgPool2D, AvgPool3D = (_fixed_avg_pool(ndim) for ndim in (1, 2, 3))
+MaxPool, MaxPool1D, MaxPool2D, MaxPool3D = ranked_constructors(
+    _max_pool_layer, "MaxPool", "`MaxPool` over inputs {layout}; same arguments.")
+AvgPool, AvgPool1D, AvgPool2D, AvgPool3D = ranked_constructors(
+    _avg_pool_layer, "AvgPool", "`AvgPool` over inputs {layout}; same arguments.")
 
 
 def _global_pool(kind: str, reduce) -> Layer:

@@ -33,6 +33,8 @@ from fdl.nn.activations import get_activation
 from fdl.nn.core import Layer, expect_sequence
 from fdl.nn.initializers import get_initializer
 
+__all__ = ["SimpleRNN", "LSTM", "GRU"]
+
 
 class Cell(NamedTuple):
     """One recurrent cell type.

@@ -5,6 +5,8 @@ import math
 
 from fdl.nn.core import Layer, ShapeError
 
+__all__ = ["Flatten", "Reshape"]
+
 
 def _reshape_layer(kind: str, target_shape) -> Layer:
     def init(key, input_shape):

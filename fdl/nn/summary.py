@@ -1,4 +1,4 @@
-"""`summary`: a Keras-style table of a model's layers, shapes and parameter counts."""
+"""`summary`: a Keras-style table of a model's layers, shapes and parameter counts; `output_shape`."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,28 @@ import jax
 
 from fdl.nn import core
 
+__all__ = ["output_shape", "summary", "summary_rows"]
+
 
 def _count(params) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def output_shape(model: core.Layer, input_shape) -> tuple:
+    """The model's per-example output shape, worked out abstractly (`jax.eval_shape`): no
+    parameters are allocated. A model with several outputs gives a tuple of shapes.
+
+    Raises:
+      ShapeError: the model does not accept `input_shape` (the message names the layer path).
+    """
+    box = {}
+
+    def init(key):
+        box["shape"], params, _ = model.init(key, tuple(input_shape))
+        return params
+
+    jax.eval_shape(init, jax.random.key(0))
+    return box["shape"]
 
 
 def summary_rows(model: core.Layer, input_shape) -> list[tuple[str, str, tuple, int]]:

@@ -3,14 +3,22 @@
 A `Window` holds per-axis size, strides, dilation and padding; the helpers
 check constructor arguments, resolve "SAME"/"VALID"/explicit padding against
 an input shape (see `fdl.nn.conv` for the padding rules) and raise one-line
-`ShapeError`s when a window does not fit.
+`ShapeError`s when a window does not fit. `ranked_constructors` makes a
+family's public constructors (`Conv`, `Conv1D`, `Conv2D`, `Conv3D`) from one
+definition.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, NamedTuple
 
-from fdl.nn.core import ShapeError, expect_rank
+from fdl.nn.core import Layer, ShapeError, expect_rank
 from fdl.typing import Shape
+
+__all__ = ["LAYOUTS", "Padding", "Window", "is_count", "check_positive", "check_padding",
+           "make_window", "window_for", "spatial_layout", "check_rank", "same_padding",
+           "explicit_padding", "output_spatial", "check_fits", "layer_constructor",
+           "ranked_constructors"]
 
 LAYOUTS = {1: "(length, channels)", 2: "(height, width, channels)", 3: "(depth, height, width, channels)"}
 
@@ -168,4 +176,45 @@ def check_fits(kind: str, size_name: str, window: Window, spatial_shape: Shape, 
                                f'{size_name}, padding="SAME" or a longer input')
 
 
-# ---- the two implementations ----------------------------------------------------------
+# ---- public constructors of a windowed family ----------------------------------------------
+
+def layer_constructor(build: Callable[..., Layer], kind: str, ndim: int | None,
+                      doc: str | None = None) -> Callable[..., Layer]:
+    """The constructor `kind(*arguments) = build(kind, ndim, *arguments)`.
+
+    The arguments are spelled once, in `build`'s signature after `(kind, ndim)`:
+    the constructor carries that real signature (for `help`, `inspect` and
+    editors), checks calls against it, and takes `build`'s docstring unless
+    `doc` is given.
+    """
+    signature = inspect.signature(build)
+    public = signature.replace(parameters=list(signature.parameters.values())[2:])
+
+    def constructor(*args, **kwargs) -> Layer:
+        try:
+            bound = public.bind(*args, **kwargs)
+        except TypeError as error:  # name the layer, not the private builder
+            raise TypeError(f"{kind}: {error}") from None
+        return build(kind, ndim, *bound.args, **bound.kwargs)
+
+    constructor.__signature__ = public
+    constructor.__name__ = constructor.__qualname__ = kind
+    constructor.__module__ = build.__module__
+    constructor.__doc__ = build.__doc__ if doc is None else doc
+    return constructor
+
+
+def ranked_constructors(build: Callable[..., Layer], family: str, fixed_doc: str
+                        ) -> tuple[Callable[..., Layer], ...]:
+    """`(Family, Family1D, Family2D, Family3D)`: any rank, then 1, 2 and 3 spatial axes.
+
+    Args:
+      build: `build(kind, ndim, *arguments) -> Layer`, documented as `Family`;
+        ndim is None for `Family` (the rank comes from a tuple argument or the input).
+      family: the kind without its dimension, e.g. "Conv".
+      fixed_doc: the fixed-rank docstring, formatted with `layout` (e.g.
+        "(length, channels)").
+    """
+    return (layer_constructor(build, family, None),
+            *(layer_constructor(build, f"{family}{ndim}D", ndim,
+                                fixed_doc.format(layout=LAYOUTS[ndim])) for ndim in (1, 2, 3)))

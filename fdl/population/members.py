@@ -34,15 +34,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fdl.data.dataset import as_arrays
+from fdl.io import to_python
 from fdl.losses import get_loss
+from fdl.metrics import get_metrics, infer_num_classes
 from fdl.nn.core import Layer, batched
-from fdl.optim import current_learning_rate, make_optimizer, set_hyperparameter
-from fdl.train.callbacks import Monitor
+from fdl.nn.summary import output_shape
+from fdl.optim import current_learning_rate, get_hyperparameter, make_optimizer, set_hyperparameter
+from fdl.train.callbacks import Callback, Monitor
 from fdl.train.epoch import make_train_epoch
 from fdl.train.evaluate import padded_batches
-from fdl.train.fit import as_arrays, as_metrics, infer_num_classes, output_shape
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_train_step
+
+__all__ = ["MemberSpec", "PopulationResult", "Population", "train_population", "evaluate_population",
+           "make_population_epoch", "default_strategy"]
 
 AXIS = "population"
 
@@ -118,40 +124,6 @@ def _base_optimizer(members: Sequence[MemberSpec], optimizer: dict) -> dict:
     return base
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled(model: Layer, loss, optimizer_json: str, batch_size: int, metric_names: tuple,
-              num_classes, augment, map_batch_size, validate: bool, num_devices: int):
-    """The jitted init and epoch functions, cached so a new population of the same
-    program (e.g. the next batch of Optuna trials) compiles nothing new."""
-    tx = make_optimizer(**json.loads(optimizer_json))
-    metrics = as_metrics(metric_names, num_classes)
-    epoch_fn = make_population_epoch(model, loss, tx, batch_size=batch_size, metrics=metrics,
-                                     augment=augment, map_batch_size=map_batch_size, validate=validate)
-    if num_devices > 1:
-        epoch_fn = _shard(epoch_fn, Mesh(np.asarray(jax.devices()), (AXIS,)))
-    return tx, jax.jit(epoch_fn)
-
-
-def init_population(model: Layer, input_shape, members: Sequence[MemberSpec], tx, base: dict) -> TrainState:
-    """The members' TrainStates stacked on a leading (population,) axis."""
-    names = tuple(sorted({n for m in members for n in m.hyperparams}))
-    seeds = jnp.asarray([m.seed for m in members], jnp.int32)
-    values = {n: jnp.asarray([m.hyperparams.get(n, base[n]) for m in members], jnp.float32) for n in names}
-    return _compiled_init(model, tuple(input_shape), tx, names)(seeds, values)
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_init(model: Layer, input_shape, tx, names: tuple):
-    def one(seed, member_values):
-        state = init_train_state(model, input_shape, tx, seed)
-        opt_state = state.opt_state
-        for name, value in member_values.items():
-            opt_state = set_hyperparameter(opt_state, name, value)
-        return state.replace(opt_state=opt_state)
-
-    return jax.jit(jax.vmap(one))
-
-
 def _make_member_evaluation(model: Layer, loss, metrics):
     apply = batched(model)
 
@@ -176,12 +148,6 @@ def _make_member_evaluation(model: Layer, loss, metrics):
                 **{m.name: m.compute(acc[m.name]) for m in metrics}}
 
     return evaluate
-
-
-def _stacked_batches(x, y, batch_size: int):
-    """A split as padded (num_batches, batch_size, ...) arrays plus the mask of real rows."""
-    parts = list(padded_batches(np.asarray(x), np.asarray(y), batch_size))
-    return tuple(jnp.asarray(np.stack(p)) for p in zip(*parts))
 
 
 def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=(), augment=None,
@@ -226,6 +192,12 @@ def _shard(epoch_fn, mesh: Mesh):
                          out_specs=pop, check_vma=False)
 
 
+def _stacked_batches(x, y, batch_size: int):
+    """A split as padded (num_batches, batch_size, ...) arrays plus the mask of real rows."""
+    parts = list(padded_batches(np.asarray(x), np.asarray(y), batch_size))
+    return tuple(jnp.asarray(np.stack(p)) for p in zip(*parts))
+
+
 def _pad_members(members: list[MemberSpec], multiple: int) -> list[MemberSpec]:
     """Repeats the last member so the population splits evenly over devices (dropped later)."""
     return members + [members[-1]] * (-len(members) % multiple)
@@ -233,21 +205,247 @@ def _pad_members(members: list[MemberSpec], multiple: int) -> list[MemberSpec]:
 
 def _member_logs(i, epoch, steps, losses, train_metrics, val_scores, learning_rate) -> dict:
     logs = {"epoch": epoch, "step": steps, "loss": float(np.mean(losses[i]))}
-    logs.update({k: _plain(v[i]) for k, v in train_metrics.items()})
-    logs.update({f"val_{k}": _plain(v[i]) for k, v in val_scores.items()})
+    logs.update({k: to_python(v[i]) for k, v in train_metrics.items()})
+    logs.update({f"val_{k}": to_python(v[i]) for k, v in val_scores.items()})
     logs["learning_rate"] = float(learning_rate[i])
     return logs
 
 
-def _plain(value):
-    value = np.asarray(value)
-    return float(value) if value.ndim == 0 else value.tolist()
+class MemberRun:
+    """One member's view for its callbacks: the `fdl.train.callbacks.Run` methods over its slice.
+
+    Hyperparameter changes and snapshots are collected during the epoch's
+    callbacks and applied to the stacked states afterwards in one call each;
+    a snapshot holds the member's state before this epoch's hyperparameter
+    changes. A member keeps at most one snapshot (its early stopping's best).
+    """
+
+    def __init__(self, book: "_Bookkeeping", index: int):
+        self.book, self.index = book, index
+        self.model, self.epochs = book.model, book.epochs
+        self.steps_per_epoch, self.history = book.steps_per_epoch, book.histories[index]
+        self.stop_training = False
+
+    @property
+    def state(self):
+        raise TypeError("a population member's callback cannot read or replace the whole state — "
+                        "use run.hyperparameter/set_hyperparameter/snapshot/restore, or train it with fdl.fit")
+
+    def hyperparameter(self, name: str) -> float:
+        return float(self.book.hyperparameters(name)[self.index])
+
+    def set_hyperparameter(self, name: str, value: float) -> None:
+        self.book.pending.setdefault(name, {})[self.index] = value
+
+    def snapshot(self):
+        self.book.keep[self.index] = True
+        return self.index
+
+    def restore(self, snapshot) -> None:
+        self.book.restore[self.index] = True
+
+
+class _Bookkeeping:
+    """The host side of one `Population.train` call: histories, per-member callbacks, masks."""
+
+    def __init__(self, model, population: int, epochs: int, steps_per_epoch: int, callbacks):
+        self.model, self.epochs, self.steps_per_epoch = model, epochs, steps_per_epoch
+        self.histories = [[] for _ in range(population)]
+        self.keep, self.restore = np.zeros(population, bool), np.zeros(population, bool)
+        self.pending: dict[str, dict[int, float]] = {}
+        self.runs = [MemberRun(self, i) for i in range(population)]
+        self.callbacks = [list(callbacks()) if callbacks else [] for _ in range(population)]
+        self.states = None
+        self._values: dict[str, np.ndarray] = {}
+
+    def hyperparameters(self, name: str) -> np.ndarray:
+        """(population,) current values of an injected hyperparameter, read once per epoch."""
+        if name not in self._values:
+            self._values[name] = np.asarray(get_hyperparameter(self.states.opt_state, name))
+        return self._values[name]
+
+    def new_epoch(self, states) -> None:
+        self.states, self._values = states, {}
+        self.keep[:] = False
+
+    def changed_hyperparameters(self) -> dict[str, np.ndarray]:
+        """name -> (population,) values with this epoch's callback changes applied; clears them."""
+        changes = {}
+        for name, per_member in self.pending.items():
+            values = np.array(self.hyperparameters(name), np.float32)
+            values[list(per_member)] = list(per_member.values())
+            changes[name] = values
+        self.pending = {}
+        return changes
+
+
+def _select(keep, new, old):
+    """Per member: `new` where keep[i], else `old` (stacked TrainStates)."""
+    return jax.tree.map(lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+def _with_hyperparameters(states, changes: dict):
+    """Stacked states with the named injected hyperparameters set per member: changes[name]: (P,)."""
+    opt_state = states.opt_state
+    for name, values in changes.items():
+        opt_state = set_hyperparameter(opt_state, name, jnp.asarray(values))
+    return states.replace(opt_state=opt_state)
+
+
+class Population:
+    """Trains populations of one model (loss, optimizer, batch size, metrics, strategy) and owns
+    their compiled programs: training the next population of the same kind — the next batch of
+    a sweep's trials, new seeds or new hyperparameter values — compiles nothing new.
+
+    Example:
+      >>> population = Population(model, loss="cross_entropy", optimizer={"name": "adam"},
+      ...                         batch_size=100, metrics=["accuracy"])
+      >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(8)]
+      >>> result = population.train((x, y), (x_val, y_val), members=members, epochs=20,
+      ...                           monitor="val_accuracy")
+      >>> test_scores = population.evaluate(result.states, (x_test, y_test))
+
+    Args:
+      model, loss, augment, batch_size, metrics, eval_batch_size: as in `fdl.fit`.
+      optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members.
+      strategy: "auto", "vmap" or "map" (see the module docstring); `max_members`
+        caps how many members are vectorized at once ("chunks of K").
+    """
+
+    def __init__(self, model: Layer, *, loss="cross_entropy", optimizer: dict, batch_size: int,
+                 metrics: Sequence = (), augment=None, strategy: str = "auto",
+                 max_members: int | None = None, eval_batch_size: int = 512):
+        self.model, self.loss, self.optimizer = model, get_loss(loss), dict(optimizer)
+        self.batch_size, self.metric_names, self.augment = batch_size, tuple(metrics), augment
+        self.strategy, self.max_members, self.eval_batch_size = strategy, max_members, eval_batch_size
+        self.devices = jax.devices()
+        self._programs: dict = {}
+
+    def _metrics(self, input_shape):
+        return get_metrics(self.metric_names, infer_num_classes(output_shape(self.model, input_shape)))
+
+    def _program(self, input_shape, base: dict, per_device: int, validate: bool):
+        """(init, epoch, strategy label) compiled for this input shape, injected names and layout."""
+        key = (input_shape, json.dumps(base, sort_keys=True), per_device, validate)
+        if key not in self._programs:
+            tx = make_optimizer(**base)
+            names = tuple(base["inject"])
+            map_batch_size = _map_batch_size(self.strategy, per_device, self.max_members)
+            epoch_fn = make_population_epoch(self.model, self.loss, tx, batch_size=self.batch_size,
+                                             metrics=self._metrics(input_shape), augment=self.augment,
+                                             map_batch_size=map_batch_size, validate=validate)
+            if len(self.devices) > 1:
+                epoch_fn = _shard(epoch_fn, Mesh(np.asarray(self.devices), (AXIS,)))
+
+            def init_one(seed, member_values):
+                state = init_train_state(self.model, input_shape, tx, seed)
+                opt_state = state.opt_state
+                for name in names:
+                    opt_state = set_hyperparameter(opt_state, name, member_values[name])
+                return state.replace(opt_state=opt_state)
+
+            self._programs[key] = (jax.jit(jax.vmap(init_one)), jax.jit(epoch_fn),
+                                   strategy_label(map_batch_size, per_device))
+        return self._programs[key]
+
+    def train(self, train, val=None, *, members: Sequence[MemberSpec], epochs: int,
+              callbacks: Callable[[], Sequence[Callback]] | None = None, monitor: str | None = None,
+              mode: str = "auto",
+              on_epoch_end: Callable[[int, list, np.ndarray], Iterable[int]] | None = None,
+              verbose: int = 1) -> PopulationResult:
+        """Trains every member; one compiled call per epoch for all of them (see `train_population`)."""
+        members = list(members)
+        if not members:
+            raise ValueError("train_population: members is empty — give at least one MemberSpec")
+        monitor = monitor or ("val_loss" if val is not None else "loss")
+        x, y = as_arrays(train)
+        input_shape = tuple(x.shape[1:])
+        padded = _pad_members(members, len(self.devices))
+        population, per_device = len(padded), len(padded) // len(self.devices)
+        base = _base_optimizer(padded, self.optimizer)
+        init, epoch_fn, strategy = self._program(input_shape, base, per_device, val is not None)
+        seeds = jnp.asarray([m.seed for m in padded], jnp.int32)
+        values = {n: jnp.asarray([m.hyperparams.get(n, base[n]) for m in padded], jnp.float32)
+                  for n in base["inject"]}
+        states = init(seeds, values)
+        if len(self.devices) > 1:
+            states = jax.device_put(states, NamedSharding(Mesh(np.asarray(self.devices), (AXIS,)),
+                                                          PartitionSpec(AXIS)))
+        val_batches = _stacked_batches(*as_arrays(val, "val"), self.eval_batch_size) if val is not None else None
+        x_device, y_device = jnp.asarray(x), jnp.asarray(y)
+        steps_per_epoch = x.shape[0] // self.batch_size
+        book = _Bookkeeping(self.model, population, epochs, steps_per_epoch, callbacks)
+        trackers = [Monitor("train_population", monitor, mode) for _ in padded]
+        best_epoch, stopped, pruned = [0] * population, [None] * population, [False] * population
+        active = np.ones(population, bool)
+        best_states = kept_states = states
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            states, losses, train_metrics, val_scores, lr = epoch_fn(
+                states, jnp.asarray(active), x_device, y_device, epoch, val_batches)
+            losses, train_metrics, val_scores, lr = jax.device_get((losses, train_metrics, val_scores, lr))
+            logs = [_member_logs(i, epoch + 1, (epoch + 1) * steps_per_epoch, losses, train_metrics,
+                                 val_scores, lr) for i in range(population)]
+            book.new_epoch(states)
+            improved = np.zeros(population, bool)
+            for i in np.flatnonzero(active):
+                book.histories[i].append(logs[i])
+                value = trackers[i].value(logs[i])
+                if not np.isfinite(value) or not np.all(np.isfinite(losses[i])):
+                    active[i], stopped[i] = False, epoch + 1  # diverged: keep its best state
+                    continue
+                if trackers[i].improved(value):
+                    improved[i], best_epoch[i] = True, epoch + 1
+                for callback in book.callbacks[i]:
+                    callback.on_epoch_end(book.runs[i], epoch + 1, logs[i])
+                if book.runs[i].stop_training:
+                    active[i], stopped[i] = False, epoch + 1
+            best_states = _select(jnp.asarray(improved), states, best_states)
+            if book.keep.any():
+                kept_states = _select(jnp.asarray(book.keep), states, kept_states)
+            if book.pending:
+                states = _with_hyperparameters(states, book.changed_hyperparameters())
+            if on_epoch_end is not None:
+                for i in on_epoch_end(epoch + 1, logs[:len(members)], active[:len(members)].copy()):
+                    if active[i]:
+                        active[i], stopped[i], pruned[i] = False, epoch + 1, True
+            if verbose >= 2:
+                shown = [v.get(monitor) for v in logs[:len(members)]]
+                print(f"epoch {epoch + 1}/{epochs}  active {int(active[:len(members)].sum())}/{len(members)}  "
+                      f"best {monitor} {_best(shown, trackers[0].mode):.4g}", flush=True)
+            if not active.any():
+                break
+        for i in range(population):
+            for callback in book.callbacks[i]:
+                callback.on_train_end(book.runs[i])
+        if book.restore.any():
+            states = _select(jnp.asarray(book.restore), kept_states, states)
+        n, histories = len(members), book.histories
+        return PopulationResult(
+            members=members, histories=histories[:n], best_epoch=best_epoch[:n],
+            best=[h[b - 1] if b else h[-1] for h, b in zip(histories[:n], best_epoch[:n])],
+            final=[h[-1] for h in histories[:n]], stopped_epoch=stopped[:n], pruned=pruned[:n],
+            best_states=jax.tree.map(lambda a: a[:n], best_states),
+            states=jax.tree.map(lambda a: a[:n], states), strategy=strategy,
+            wall_time_s=time.perf_counter() - start)
+
+    def evaluate(self, states: TrainState, data) -> list[dict]:
+        """Each member's loss and metrics on `data` ((x, y) or a Split); one compiled call."""
+        x, y = as_arrays(data, "test")
+        key = ("evaluate", tuple(x.shape[1:]))
+        if key not in self._programs:
+            evaluate = _make_member_evaluation(self.model, self.loss, self._metrics(tuple(x.shape[1:])))
+            self._programs[key] = jax.jit(
+                lambda states, *batches: jax.lax.map(lambda m: evaluate(m, *batches), states))
+        scores = jax.device_get(self._programs[key](states, *_stacked_batches(x, y, self.eval_batch_size)))
+        population = jax.tree.leaves(states)[0].shape[0]
+        return [{k: to_python(v[i]) for k, v in scores.items()} for i in range(population)]
 
 
 def train_population(model: Layer, train, val=None, *, members: Sequence[MemberSpec],
                      loss="cross_entropy", optimizer: dict, epochs: int, batch_size: int,
-                     metrics: Sequence = (), monitor: str | None = None, mode: str = "auto",
-                     patience: int | None = None, strategy: str = "auto",
+                     metrics: Sequence = (), callbacks: Callable[[], Sequence[Callback]] | None = None,
+                     monitor: str | None = None, mode: str = "auto", strategy: str = "auto",
                      max_members: int | None = None,
                      on_epoch_end: Callable[[int, list, np.ndarray], Iterable[int]] | None = None,
                      augment=None, eval_batch_size: int = 512, verbose: int = 1) -> PopulationResult:
@@ -257,103 +455,37 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
       >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(8)]
       >>> result = train_population(model, (x, y), (x_val, y_val), members=members,
       ...                           optimizer={"name": "adam"}, epochs=20, batch_size=100,
-      ...                           metrics=["accuracy"], monitor="val_accuracy")
+      ...                           metrics=["accuracy"], monitor="val_accuracy",
+      ...                           callbacks=lambda: [fdl.callbacks.EarlyStopping("val_loss", patience=5)])
 
     Args:
-      model, train, val, loss, metrics, augment, batch_size, epochs: as in `fdl.fit`.
+      model, train, val, loss, metrics, augment, batch_size, epochs, eval_batch_size: as in `fdl.fit`.
       members: the population; member i is `fit(..., seed=members[i].seed)` with
-        `members[i].hyperparams` set on the optimizer.
+        `members[i].hyperparams` set on the optimizer (and the same callbacks).
       optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members.
-      monitor, mode: the logged quantity that picks each member's best epoch
-        (default "val_loss", or "loss" without `val`).
-      patience: per-member early stopping: a member whose monitor has not
-        improved for `patience` epochs stops changing (its best state is kept).
-      strategy: "auto", "vmap" or "map" (see the module docstring); `max_members`
-        caps how many members are vectorized at once ("chunks of K").
+      callbacks: a function returning fresh callbacks, called once per member, so
+        every member has its own (EarlyStopping stops and restores it alone,
+        ReduceLROnPlateau lowers its own learning rate). Callbacks act through
+        the `Run` methods (hyperparameter, set_hyperparameter, snapshot, restore,
+        stop_training); one that reads `run.state` is refused.
+      monitor, mode: the logged quantity that picks each member's best epoch and
+        `best_states` (default "val_loss", or "loss" without `val`).
+      strategy, max_members: see `Population`.
       on_epoch_end: `fn(epoch, logs_per_member, active) -> member indices to stop`,
         e.g. Optuna pruning.
       verbose: 2 prints a line per epoch.
 
     Returns:
-      A PopulationResult (histories, best epochs and states, the strategy used).
+      A PopulationResult: `states` are what `fit` would return for each member
+      (after its callbacks, e.g. restored to its early stopping's best).
 
-    The compiled program is cached on (model, loss, augment objects, the shared
-    optimizer arguments, batch size, metric names, strategy): pass the same
-    model object again (e.g. for the next batch of a sweep) and nothing recompiles.
+    Each call builds its programs; a `Population` object keeps them across calls.
     """
-    members = list(members)
-    monitor = monitor or ("val_loss" if val is not None else "loss")
-    if not members:
-        raise ValueError("train_population: members is empty — give at least one MemberSpec")
-    x, y = as_arrays(train)
-    input_shape = tuple(x.shape[1:])
-    loss_fn = get_loss(loss)
-    devices = jax.devices()
-    padded = _pad_members(members, len(devices))
-    population = len(padded)
-    map_batch_size = _map_batch_size(strategy, population // len(devices), max_members)
-    base = _base_optimizer(padded, optimizer)
-    tx, epoch_fn = _compiled(
-        model, loss_fn, json.dumps(base, sort_keys=True), batch_size,
-        tuple(metrics),
-        infer_num_classes(output_shape(model, input_shape)), augment, map_batch_size,
-        val is not None, len(devices))
-    states = init_population(model, input_shape, padded, tx, base)
-    if len(devices) > 1:
-        states = jax.device_put(states, NamedSharding(Mesh(np.asarray(devices), (AXIS,)),
-                                                      PartitionSpec(AXIS)))
-    val_batches = _stacked_batches(*as_arrays(val, "val"), eval_batch_size) if val is not None else None
-    x_device, y_device = jnp.asarray(x), jnp.asarray(y)
-    select = jax.jit(lambda keep, new, old: jax.tree.map(
-        lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old))
-
-    trackers = [Monitor("train_population", monitor, mode) for _ in padded]
-    histories = [[] for _ in padded]
-    best_epoch, waited = [0] * population, [0] * population
-    stopped, pruned = [None] * population, [False] * population
-    active = np.ones(population, bool)
-    best_states = states
-    start = time.perf_counter()
-    steps_per_epoch = x.shape[0] // batch_size
-    for epoch in range(epochs):
-        states, losses, train_metrics, val_scores, lr = epoch_fn(
-            states, jnp.asarray(active), x_device, y_device, epoch, val_batches)
-        losses, train_metrics, val_scores, lr = jax.device_get((losses, train_metrics, val_scores, lr))
-        logs = [_member_logs(i, epoch + 1, (epoch + 1) * steps_per_epoch, losses, train_metrics,
-                             val_scores, lr) for i in range(population)]
-        improved = np.zeros(population, bool)
-        for i in np.flatnonzero(active):
-            histories[i].append(logs[i])
-            value = trackers[i].value(logs[i])
-            if not np.isfinite(value) or not np.all(np.isfinite(losses[i])):
-                active[i], stopped[i] = False, epoch + 1  # diverged: keep its best state
-            elif trackers[i].improved(value):
-                improved[i], best_epoch[i], waited[i] = True, epoch + 1, 0
-            else:
-                waited[i] += 1
-                if patience is not None and waited[i] >= patience:
-                    active[i], stopped[i] = False, epoch + 1
-        best_states = select(jnp.asarray(improved), states, best_states)
-        if on_epoch_end is not None:
-            for i in on_epoch_end(epoch + 1, logs[:len(members)], active[:len(members)].copy()):
-                if active[i]:
-                    active[i], stopped[i], pruned[i] = False, epoch + 1, True
-        if verbose >= 2:
-            shown = [v.get(monitor) for v in logs[:len(members)]]
-            print(f"epoch {epoch + 1}/{epochs}  active {int(active[:len(members)].sum())}/{len(members)}  "
-                  f"best {monitor} {_best(shown, trackers[0].mode):.4g}", flush=True)
-        if not active.any():
-            break
-    n = len(members)
-    return PopulationResult(
-        members=members, histories=histories[:n],
-        best_epoch=best_epoch[:n],
-        best=[h[b - 1] if b else h[-1] for h, b in zip(histories[:n], best_epoch[:n])],
-        final=[h[-1] for h in histories[:n]], stopped_epoch=stopped[:n], pruned=pruned[:n],
-        best_states=jax.tree.map(lambda a: a[:n], best_states),
-        states=jax.tree.map(lambda a: a[:n], states),
-        strategy=strategy_label(map_batch_size, population // len(devices)),
-        wall_time_s=time.perf_counter() - start)
+    population = Population(model, loss=loss, optimizer=optimizer, batch_size=batch_size,
+                            metrics=metrics, augment=augment, strategy=strategy,
+                            max_members=max_members, eval_batch_size=eval_batch_size)
+    return population.train(train, val, members=members, epochs=epochs, callbacks=callbacks,
+                            monitor=monitor, mode=mode, on_epoch_end=on_epoch_end, verbose=verbose)
 
 
 def _best(values, mode):
@@ -366,15 +498,6 @@ def _best(values, mode):
 def evaluate_population(model: Layer, states: TrainState, data, *, loss="cross_entropy",
                         metrics: Sequence = ("accuracy",), batch_size: int = 512) -> list[dict]:
     """Each member's loss and metrics on `data` ((x, y) or a Split); one compiled call."""
-    x, y = as_arrays(data, "test")
-    num_classes = infer_num_classes(output_shape(model, tuple(x.shape[1:])))
-    evaluate = _compiled_evaluation(model, get_loss(loss), tuple(metrics), num_classes)
-    scores = jax.device_get(evaluate(states, *_stacked_batches(x, y, batch_size)))
-    population = jax.tree.leaves(states)[0].shape[0]
-    return [{k: _plain(v[i]) for k, v in scores.items()} for i in range(population)]
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_evaluation(model: Layer, loss, metrics: tuple, num_classes):
-    evaluate = _make_member_evaluation(model, loss, as_metrics(metrics, num_classes))
-    return jax.jit(lambda states, *batches: jax.lax.map(lambda m: evaluate(m, *batches), states))
+    population = Population(model, loss=loss, optimizer={}, batch_size=1, metrics=metrics,
+                            eval_batch_size=batch_size)
+    return population.evaluate(states, data)

@@ -1,20 +1,19 @@
 """fdl.records: everything a run leaves on disk.
 
-A run directory (`create_run_dir`: `runs/<name>-<YYYYmmdd-HHMMSS>/`) holds
-  config.yaml      the resolved configuration (written by the caller, `write_text`)
-  env.json         `environment(seed, config_text)`: versions, devices, host, git commit
-  metrics.jsonl    one JSON object per epoch, written by `RunRecorder`
-  tensorboard/     event files (`TensorBoardLogger`; read back with `read_scalars`)
-  plots/           learning curves (`plot_history`), confusion matrix, image grids
-  summary.json     `run_summary(...)`: final train/val/test metrics, epochs, steps, time
+A run directory (`RunDir`, which knows the name of every file in it; see its
+docstring) holds the resolved config, `environment(seed, config_text)` (versions,
+devices, host, git commit), one line of logs per epoch (`RunRecorder`),
+TensorBoard event files (`TensorBoardLogger`; read back with `read_scalars`),
+plots (`plot_history`, confusion matrix, image grids), checkpoints, the fitted
+preprocessing and `run_summary(...)`; a sweep directory is a `SweepDir`.
 
 Files are written atomically (`write_json`, `write_text`). Imports fdl.train's
 callbacks, numpy and json; matplotlib and tensorboardX are imported only when
 used (`pip install "fdl[records]"`). Never imports fdl.config or fdl.cli.
 
 Example:
-  >>> run_dir = fdl.records.create_run_dir("runs", "mlp")
-  >>> fdl.records.write_json(run_dir / "env.json", fdl.records.environment(seed=0))
+  >>> run_dir = fdl.records.RunDir.create("runs", "mlp")
+  >>> run_dir.write_env(fdl.records.environment(seed=0))
   >>> state, history = fdl.fit(model, train, val, callbacks=[fdl.records.RunRecorder(run_dir)])
 """
 from fdl.records.env import config_sha256, environment, git_info, package_version
@@ -27,16 +26,11 @@ from fdl.records.plots import (
 )
 from fdl.records.recorder import RunRecorder
 from fdl.records.run_dir import (
-    CONFIG_FILE,
-    ENV_FILE,
-    METRICS_FILE,
-    PLOTS_DIR,
-    SUMMARY_FILE,
-    TENSORBOARD_DIR,
+    RunDir,
+    SweepDir,
     append_jsonl,
     create_run_dir,
     read_jsonl,
-    to_json_value,
     write_bytes,
     write_json,
     write_text,
@@ -45,13 +39,9 @@ from fdl.records.summary import plain_value, run_summary
 from fdl.records.tensorboard import TensorBoardLogger, read_records, read_scalars, scalar_tag
 
 __all__ = [
-    "CONFIG_FILE",
-    "ENV_FILE",
-    "METRICS_FILE",
-    "PLOTS_DIR",
-    "SUMMARY_FILE",
-    "TENSORBOARD_DIR",
+    "RunDir",
     "RunRecorder",
+    "SweepDir",
     "TensorBoardLogger",
     "append_jsonl",
     "config_sha256",
@@ -70,7 +60,6 @@ __all__ = [
     "read_scalars",
     "run_summary",
     "scalar_tag",
-    "to_json_value",
     "write_bytes",
     "write_json",
     "write_text",

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fdl.records.run_dir import write_bytes
+from fdl.io import to_python, write_bytes
+
+__all__ = ["INSTALL_HINT", "SKIPPED_KEYS", "require", "as_scalar", "split_key", "history_series",
+           "plot_history", "plot_confusion_matrix", "image_grid", "plot_images"]
 
 INSTALL_HINT = 'pip install "fdl[records]"'
 
@@ -58,13 +61,17 @@ def _save(figure, path: str | os.PathLike) -> Path:
 
 
 def as_scalar(value) -> float | None:
-    """float(value) for a real scalar (Python, numpy or 0-d array), None for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if hasattr(value, "shape") and hasattr(value, "dtype") and value.shape == () \
-            and np.issubdtype(value.dtype, np.number) and value.dtype != bool:
+    """float(value) for a real, non-bool scalar (Python, numpy or 0-d array), None for anything else.
+
+    Plots and TensorBoard keep the keys for which this is a number; per-class
+    arrays, confusion matrices and flags are left out.
+    """
+    if getattr(value, "shape", None) == ():  # numpy / jax scalars: their kind by `to_python`
+        try:
+            value = to_python(value)
+        except TypeError:  # complex, object
+            return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     return None
 

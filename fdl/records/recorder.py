@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from fdl.records.plots import INSTALL_HINT, plot_history, require
-from fdl.records.run_dir import METRICS_FILE, PLOTS_DIR, TENSORBOARD_DIR, read_jsonl
+from fdl.records.run_dir import RunDir, read_jsonl
 from fdl.records.tensorboard import TensorBoardLogger
 from fdl.train.callbacks import Callback, HistoryLogger, Run
 
@@ -27,23 +27,23 @@ class RunRecorder(Callback):
       run_dir/plots/*.png     learning curves drawn at the end (fdl.records.plot_history)
 
     Example:
-      >>> run_dir = fdl.records.create_run_dir("runs", "mlp")
+      >>> run_dir = fdl.records.RunDir.create("runs", "mlp")
       >>> fdl.fit(model, train, val, epochs=10, callbacks=[fdl.records.RunRecorder(run_dir)])
 
     Args:
-      run_dir: the run directory (e.g. from create_run_dir); created if missing.
+      run_dir: the run directory (a path or an fdl.records.RunDir); created if missing.
       tensorboard: write TensorBoard event files.
       plots: draw the learning curves when training ends.
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True, plots: bool = True):
-        self.run_dir = Path(run_dir)
-        self.history = HistoryLogger(self.run_dir / METRICS_FILE)
+        self.run_dir = RunDir(run_dir)
+        self.history = HistoryLogger(self.run_dir.metrics_path)
         missing = []
         self.tensorboard = None
         if tensorboard:
             try:
-                self.tensorboard = TensorBoardLogger(self.run_dir / TENSORBOARD_DIR)
+                self.tensorboard = TensorBoardLogger(self.run_dir.tensorboard_dir)
             except ImportError:
                 missing.append(("tensorboardX", "TensorBoard logs"))
         self.plots = plots
@@ -62,15 +62,15 @@ class RunRecorder(Callback):
 
     @property
     def metrics_path(self) -> Path:
-        return self.run_dir / METRICS_FILE
+        return self.run_dir.metrics_path
 
     def on_train_begin(self, run: Run) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.path.mkdir(parents=True, exist_ok=True)
         self.history.on_train_begin(run)
         if self.tensorboard is not None:
             self.tensorboard.on_train_begin(run)
         if self.plots:
-            (self.run_dir / PLOTS_DIR).mkdir(exist_ok=True)
+            self.run_dir.plots_dir.mkdir(exist_ok=True)
 
     def on_epoch_end(self, run: Run, epoch: int, logs: dict) -> None:
         self.history.on_epoch_end(run, epoch, logs)
@@ -84,9 +84,9 @@ class RunRecorder(Callback):
             # on_train_end also runs when fit is failing (it is in fit's `finally`):
             # a plotting error must not hide the run's own error or lose the run.
             try:
-                self.plot_paths = plot_history(self.rows(), self.run_dir / PLOTS_DIR)
+                self.plot_paths = plot_history(self.rows(), self.run_dir.plots_dir)
             except Exception as error:  # noqa: BLE001 — reported, never raised
-                warnings.warn(f"RunRecorder: could not draw plots in {self.run_dir / PLOTS_DIR}: "
+                warnings.warn(f"RunRecorder: could not draw plots in {self.run_dir.plots_dir}: "
                               f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
 
     def rows(self) -> list[dict]:

@@ -1,10 +1,11 @@
-"""The run directory and safe file writes.
+"""Run and sweep directories, and safe file writes.
 
-`create_run_dir` makes a fresh `<base>/<name>-<YYYYmmdd-HHMMSS>` folder (never
-reusing one); `write_json`, `write_text` and `write_bytes` replace a file
-atomically, so a crash or an unencodable object never leaves a half-written or
-emptied file; `append_jsonl`/`read_jsonl` handle one JSON object per line. The
-file names a run directory holds are the constants below.
+`RunDir` knows every file of a run directory and `SweepDir` every file of a
+sweep directory: no other module spells one of their names. `create_run_dir`
+makes a fresh `<base>/<name>-<YYYYmmdd-HHMMSS>` folder (never reusing one);
+`write_json`, `write_text` and `write_bytes` replace a file atomically, so a
+crash or an unencodable object never leaves a half-written or emptied file;
+`append_jsonl`/`read_jsonl` handle one JSON object per line.
 """
 from __future__ import annotations
 
@@ -14,16 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fdl.io import write_bytes
+import io
 
-# What a run directory holds (fdl.records writes them; the command line reads them).
-METRICS_FILE = "metrics.jsonl"  # one JSON object per epoch: the logs `fit` passes callbacks
-ENV_FILE = "env.json"  # fdl.records.environment()
-SUMMARY_FILE = "summary.json"  # fdl.records.run_summary()
-CONFIG_FILE = "config.yaml"  # the resolved configuration the run used
-PLOTS_DIR = "plots"  # one PNG per logged scalar quantity
-TENSORBOARD_DIR = "tensorboard"  # tensorboardX event files
+import numpy as np
 
+from fdl.io import to_python, write_bytes
+
+__all__ = ["RunDir", "SweepDir", "create_run_dir", "write_bytes", "write_text", "write_json",
+           "append_jsonl", "read_jsonl"]
 
 def create_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
     """Creates and returns a new directory `<base>/<name>-<YYYYmmdd-HHMMSS>`.
@@ -51,20 +50,6 @@ def create_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
     raise FileExistsError(f"create_run_dir: 9999 directories named {stem}-* already exist in {base}")
 
 
-def to_json_value(value: Any) -> Any:
-    """The JSON form of numpy/jax arrays (nested lists), their scalars (float/int/bool) and paths.
-
-    Raises:
-      TypeError: anything else json cannot encode.
-    """
-    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy and jax arrays and scalars
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON — convert it to a "
-                    "number, string, list or dict first")
-
-
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes `text` (UTF-8) to `path` atomically (see `write_bytes`)."""
     return write_bytes(path, text.encode("utf-8"))
@@ -80,7 +65,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
       TypeError: `obj` holds something JSON cannot encode (the message names the type).
     """
     try:
-        text = json.dumps(obj, indent=2, default=to_json_value)
+        text = json.dumps(to_python(obj), indent=2)
     except TypeError as error:
         raise TypeError(f"write_json {os.fspath(path)}: {error}") from None
     return write_text(path, text + "\n")
@@ -89,7 +74,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def append_jsonl(path: str | os.PathLike, obj: Any) -> Path:
     """Appends `obj` as one JSON line to `path` (created with its folders if missing), flushed."""
     try:
-        line = json.dumps(obj, default=to_json_value)
+        line = json.dumps(to_python(obj))
     except TypeError as error:
         raise TypeError(f"append_jsonl {os.fspath(path)}: {error}") from None
     path = Path(path)
@@ -119,3 +104,191 @@ def read_jsonl(path: str | os.PathLike) -> list:
                 break
             raise ValueError(f"{os.fspath(path)} line {number}: not JSON ({error.msg})") from None
     return rows
+
+
+def _new_folder(path: Path, what: str) -> Path:
+    """Creates `path` (parents too); refuses a folder that already holds files."""
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{what} {str(path)!r} already holds files — choose a new folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class RunDir:
+    """One run directory and every file in it.
+
+        config.yaml              the resolved configuration (`write_config`)
+        env.json                 versions, devices, host, git commit (`write_env`)
+        metrics.jsonl            one JSON object per epoch (fdl.records.RunRecorder)
+        summary.json             final metrics of every split (`write_summary`)
+        preprocess.npz           the preprocessing fitted on the training split (`write_preprocess`)
+        checkpoints/<name>.ckpt  best, last and last_finite (`checkpoint(name)`)
+        eval_<split>.json        what `fdl eval` measured (`write_eval`)
+        plots/  tensorboard/     learning curves and confusion matrix; event files
+
+    Example:
+      >>> run_dir = RunDir.create("runs", "mlp")          # runs/mlp-20261201-120000
+      >>> run_dir.write_config(config_text)
+      >>> RunDir.existing(run_dir.path).config_text()
+    """
+
+    CONFIG, ENV, METRICS, SUMMARY = "config.yaml", "env.json", "metrics.jsonl", "summary.json"
+    PREPROCESS, CHECKPOINTS, PLOTS, TENSORBOARD = "preprocess.npz", "checkpoints", "plots", "tensorboard"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @classmethod
+    def create(cls, base: str | os.PathLike, name: str) -> "RunDir":
+        """A new `<base>/<name>-<timestamp>` run directory (see `create_run_dir`)."""
+        return cls(create_run_dir(base, name))
+
+    @classmethod
+    def new(cls, path: str | os.PathLike) -> "RunDir":
+        """The run directory at `path`, created; a folder that already holds files is refused."""
+        return cls(_new_folder(Path(path), "run directory"))
+
+    @classmethod
+    def existing(cls, path: str | os.PathLike) -> "RunDir":
+        """A run directory `fdl train` wrote; anything else is refused naming the path."""
+        run_dir = cls(path)
+        if not run_dir.config_path.is_file():
+            raise FileNotFoundError(f"{str(run_dir.path)!r} is not an fdl run directory (no "
+                                    f"{cls.CONFIG}) — pass the folder `fdl train` printed")
+        return run_dir
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def env_path(self) -> Path:
+        return self.path / self.ENV
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def preprocess_path(self) -> Path:
+        return self.path / self.PREPROCESS
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / self.PLOTS
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / self.TENSORBOARD
+
+    def checkpoint(self, name: str) -> Path:
+        """checkpoints/<name>.ckpt: "best", "last" or "last_finite"."""
+        return self.checkpoints_dir / f"{name}.ckpt"
+
+    def plot(self, name: str) -> Path:
+        """plots/<name>.png."""
+        return self.plots_dir / f"{name}.png"
+
+    def eval_path(self, split: str) -> Path:
+        return self.path / f"eval_{split}.json"
+
+    def config_text(self) -> str:
+        return self.config_path.read_text(encoding="utf-8")
+
+    def write_config(self, text: str) -> Path:
+        return write_text(self.config_path, text)
+
+    def write_env(self, environment: dict) -> Path:
+        return write_json(self.env_path, environment)
+
+    def write_summary(self, summary: dict) -> Path:
+        return write_json(self.summary_path, summary)
+
+    def summary(self) -> dict:
+        return json.loads(self.summary_path.read_text(encoding="utf-8"))
+
+    def write_eval(self, split: str, scores: dict) -> Path:
+        return write_json(self.eval_path(split), scores)
+
+    def write_preprocess(self, method: str, stats: dict[str, np.ndarray]) -> Path:
+        """Saves the fitted preprocessing: its method name and statistics arrays."""
+        buffer = io.BytesIO()
+        np.savez(buffer, method=np.array(method), **stats)
+        return write_bytes(self.preprocess_path, buffer.getvalue())
+
+    def preprocess(self) -> tuple[str, dict[str, np.ndarray]] | None:
+        """(method, statistics) saved by `write_preprocess`, or None when the run had none."""
+        if not self.preprocess_path.is_file():
+            return None
+        with np.load(self.preprocess_path) as saved:
+            return str(saved["method"]), {k: saved[k] for k in saved.files if k != "method"}
+
+
+class SweepDir:
+    """One sweep directory and every file in it.
+
+        sweep.yaml        the base config with its resolved sweep section (`fdl sweep` runs it again)
+        study.db          the default Optuna storage (SQLite)
+        results.csv       one row per member
+        members/<i>.jsonl member i's per-epoch logs
+        best.yaml         the best point as a config `fdl train` runs as is
+        plots/            metric vs each swept key, learning curves, Optuna's plots
+    """
+
+    SWEEP, STUDY, RESULTS, MEMBERS, BEST, PLOTS = (
+        "sweep.yaml", "study.db", "results.csv", "members", "best.yaml", "plots")
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    @classmethod
+    def create(cls, base: str | os.PathLike, name: str) -> "SweepDir":
+        return cls(create_run_dir(base, f"{name}-sweep"))
+
+    @classmethod
+    def new(cls, path: str | os.PathLike) -> "SweepDir":
+        return cls(_new_folder(Path(path), "sweep directory"))
+
+    @property
+    def sweep_path(self) -> Path:
+        return self.path / self.SWEEP
+
+    @property
+    def study_url(self) -> str:
+        return f"sqlite:///{(self.path / self.STUDY).resolve()}"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / self.RESULTS
+
+    @property
+    def members_dir(self) -> Path:
+        return self.path / self.MEMBERS
+
+    def member_path(self, index: int) -> Path:
+        return self.members_dir / f"{index}.jsonl"
+
+    @property
+    def best_path(self) -> Path:
+        return self.path / self.BEST
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / self.PLOTS

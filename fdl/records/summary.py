@@ -2,28 +2,19 @@
 
 Layout: `{"train": {...}, "val": {...}, "test": {...}, "epochs": N, "steps": N,
 "wall_time_s": s, "steps_per_s": r}` — only the splits given, metric values
-as plain floats, per-class metrics and confusion matrices as nested lists.
+as Python numbers (`fdl.io.to_python`: float metrics as floats, counts as
+ints), per-class metrics and confusion matrices as nested lists.
 """
 from __future__ import annotations
 
-import numbers
+from fdl.io import to_python
 
-import numpy as np
+__all__ = ["SPLITS", "plain_value", "run_summary"]
 
 SPLITS = ("train", "val", "test")
-_FIXED = ("epochs", "steps", "wall_time_s", "steps_per_s")
 
-
-def plain_value(value):
-    """A JSON-ready metric value: scalars (numpy, jax, Python) -> float, arrays -> nested lists."""
-    if isinstance(value, (list, tuple)):
-        return [plain_value(item) for item in value]
-    if isinstance(value, numbers.Number) and not isinstance(value, bool):
-        return float(value)
-    array = np.asarray(value)
-    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
-        return value.tolist() if hasattr(value, "tolist") else value
-    return float(array) if array.ndim == 0 else array.tolist()
+# The name `fdl.records` exports; the one conversion is `fdl.io.to_python`.
+plain_value = to_python
 
 
 def run_summary(splits: dict[str, dict], *, epochs: int, steps: int, wall_time_s: float,
@@ -47,6 +38,7 @@ def run_summary(splits: dict[str, dict], *, epochs: int, steps: int, wall_time_s
 
     Raises:
       ValueError: an unknown split name, or an extra entry that would replace a fixed one.
+      TypeError: a value with no JSON form (see `fdl.io.to_python`).
     """
     unknown = [name for name in splits if name not in SPLITS]
     if unknown:
@@ -56,11 +48,9 @@ def run_summary(splits: dict[str, dict], *, epochs: int, steps: int, wall_time_s
     if clashes:
         raise ValueError(f"run_summary: extra entry {clashes[0]!r} would replace a split — "
                          "pass it inside `splits`")
-    summary = {name: {key: plain_value(value) for key, value in splits[name].items()}
-               for name in SPLITS if name in splits}
+    summary = {name: to_python(splits[name]) for name in SPLITS if name in splits}
     summary.update(epochs=int(epochs), steps=int(steps), wall_time_s=float(wall_time_s),
                    steps_per_s=float(steps_per_s))
     # Extras keep their Python types (best_epoch stays an int); arrays become lists.
-    summary.update({key: plain_value(value) if hasattr(value, "dtype") else value
-                    for key, value in extra.items()})
+    summary.update(to_python(extra))
     return summary

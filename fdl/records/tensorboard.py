@@ -20,6 +20,8 @@ from pathlib import Path
 from fdl.records.plots import as_scalar, require, split_key
 from fdl.train.callbacks import Callback, Run
 
+__all__ = ["TensorBoardLogger", "scalar_tag", "read_records", "event_files", "read_scalars"]
+
 _SPEED_KEYS = ("time_s", "steps_per_s")
 _OPTIMIZER_KEYS = ("learning_rate",)
 

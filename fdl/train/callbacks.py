@@ -17,13 +17,20 @@ from typing import Any, Callable
 
 import jax
 
+from fdl.io import to_python
 from fdl.optim import get_hyperparameter, set_hyperparameter
 from fdl.train.checkpoint import save_checkpoint
 
 
 @dataclasses.dataclass
 class Run:
-    """What callbacks see and may change during `fit`."""
+    """What callbacks see and may change during `fit`.
+
+    Callbacks change training only through `stop_training` and the methods
+    below, so the same callback objects also drive each member of a population
+    (fdl.population gives every member its own callbacks and a run with these
+    methods over its slice of the stacked state).
+    """
 
     model: Any
     state: Any
@@ -31,6 +38,22 @@ class Run:
     steps_per_epoch: int
     history: list = dataclasses.field(default_factory=list)
     stop_training: bool = False
+
+    def hyperparameter(self, name: str) -> float:
+        """The current value of an injected optimizer hyperparameter, e.g. "learning_rate"."""
+        return float(get_hyperparameter(self.state.opt_state, name))
+
+    def set_hyperparameter(self, name: str, value: float) -> None:
+        """Sets an injected optimizer hyperparameter from the next epoch on (recompiles nothing)."""
+        self.state = self.state.replace(opt_state=set_hyperparameter(self.state.opt_state, name, value))
+
+    def snapshot(self) -> Any:
+        """A copy of the current state to `restore` later (fit donates states to later epochs)."""
+        return jax.tree.map(lambda a: a.copy(), self.state)
+
+    def restore(self, snapshot: Any) -> None:
+        """Makes a snapshot the run's state again."""
+        self.state = snapshot
 
 
 class Callback:
@@ -63,11 +86,6 @@ def as_callback(callback) -> Callback:
         return LambdaCallback(callback)
     raise TypeError(f"callbacks: expected a Callback or a callable fn(epoch, logs), got "
                     f"{type(callback).__name__}")
-
-
-def _copy(state):
-    # fit donates the state to the next epoch; keep our own buffers.
-    return jax.tree.map(lambda a: a.copy(), state)
 
 
 class Monitor:
@@ -116,7 +134,7 @@ class EarlyStopping(Callback):
         if self.tracker.improved(self.tracker.value(logs)):
             self.wait, self.best_epoch = 0, epoch
             if self.restore_best:
-                self.best_state = _copy(run.state)
+                self.best_state = run.snapshot()
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -124,7 +142,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, run):
         if self.restore_best and self.best_state is not None:
-            run.state = self.best_state
+            run.restore(self.best_state)
 
 
 class ReduceLROnPlateau(Callback):
@@ -152,32 +170,39 @@ class ReduceLROnPlateau(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            base = float(get_hyperparameter(run.state.opt_state, "learning_rate"))
-            new = max(base * self.factor, self.min_learning_rate)
-            run.state = run.state.replace(
-                opt_state=set_hyperparameter(run.state.opt_state, "learning_rate", new))
+            run.set_hyperparameter("learning_rate",
+                                   max(run.hyperparameter("learning_rate") * self.factor, self.min_learning_rate))
             self.wait, self.cooling = 0, self.cooldown
 
 
 class ModelCheckpoint(Callback):
-    """Writes `last.ckpt` every epoch and `best.ckpt` when `monitor` improves.
+    """Writes the state to `last` every epoch and to `best` when `monitor` improves.
 
     Files are written atomically (fdl.train.checkpoint); the metadata holds the
     epoch and its logs. Load with `fdl.load_checkpoint(path, target)`.
+
+    Example:
+      >>> fdl.fit(..., callbacks=[ModelCheckpoint(best="ckpt/best.ckpt", last="ckpt/last.ckpt")])
+
+    Args:
+      best: the path of the best checkpoint, or None for none.
+      last: the path of the last epoch's checkpoint, or None for none.
+      monitor, mode: the logged quantity that decides "best" (see EarlyStopping).
     """
 
-    def __init__(self, directory: str | os.PathLike, *, monitor: str = "val_loss",
-                 mode: str = "auto", save_best: bool = True, save_last: bool = True):
-        self.directory = os.fspath(directory)
-        self.tracker = Monitor("ModelCheckpoint", monitor, mode) if save_best else None
-        self.save_last = save_last
+    def __init__(self, *, best: str | os.PathLike | None = None, last: str | os.PathLike | None = None,
+                 monitor: str = "val_loss", mode: str = "auto"):
+        if best is None and last is None:
+            raise ValueError("ModelCheckpoint: give best=PATH, last=PATH or both")
+        self.best, self.last = best, last
+        self.tracker = Monitor("ModelCheckpoint", monitor, mode) if best is not None else None
 
     def on_epoch_end(self, run, epoch, logs):
         metadata = {"epoch": epoch, "logs": logs}
-        if self.save_last:
-            save_checkpoint(os.path.join(self.directory, "last.ckpt"), run.state, metadata=metadata)
+        if self.last is not None:
+            save_checkpoint(self.last, run.state, metadata=metadata)
         if self.tracker is not None and self.tracker.improved(self.tracker.value(logs)):
-            save_checkpoint(os.path.join(self.directory, "best.ckpt"), run.state, metadata=metadata)
+            save_checkpoint(self.best, run.state, metadata=metadata)
 
 
 class HistoryLogger(Callback):
@@ -191,11 +216,7 @@ class HistoryLogger(Callback):
 
     def on_epoch_end(self, run, epoch, logs):
         with open(self.path, "a") as file:
-            file.write(json.dumps(logs, default=_to_list) + "\n")
-
-
-def _to_list(value):
-    return value.tolist() if hasattr(value, "tolist") else str(value)
+            file.write(json.dumps(to_python(logs)) + "\n")
 
 
 class ProgressBar(Callback):

@@ -6,21 +6,24 @@ the validation split and runs the callbacks on the host.
 """
 from __future__ import annotations
 
-import functools
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 import optax
 
 from fdl.data.stream import NpyStream
+from fdl.io import to_python
 from fdl.losses import get_loss
-from fdl.metrics import Metric, get_metric
+from fdl.data.dataset import as_arrays
+from fdl.metrics import Metric, get_metrics, infer_num_classes
 from fdl.nn.core import Layer
+from fdl.nn.summary import output_shape
 from fdl.optim import make_optimizer
+from fdl.train.checks import check_data, check_positive_int
 from fdl.train.callbacks import ProgressBar, Run, as_callback
-from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, evaluate_arrays, predict_arrays
+from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_train_step
@@ -47,19 +50,6 @@ class NonFiniteLossError(FloatingPointError):
             "the data for NaN/Inf")
 
 
-def as_arrays(data, role: str = "train") -> tuple[Any, Any]:
-    """(x, y) from a (x, y) tuple, a Split-like object with .x/.y, or a Dataset's split."""
-    if hasattr(data, "x") and hasattr(data, "y"):
-        return data.x, data.y
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
-    if hasattr(data, role) and hasattr(getattr(data, role), "x"):
-        split = getattr(data, role)
-        return split.x, split.y
-    raise TypeError(f"fit: {role} must be (x, y), an fdl.data Split or Dataset, got "
-                    f"{type(data).__name__}")
-
-
 def as_optimizer(optimizer) -> optax.GradientTransformation:
     """An optax transformation from a name, a config dict, or itself."""
     if isinstance(optimizer, str):
@@ -72,16 +62,6 @@ def as_optimizer(optimizer) -> optax.GradientTransformation:
                     f"'learning_rate': 1e-3}} or an optax transformation, got {type(optimizer).__name__}")
 
 
-@functools.lru_cache(maxsize=256)
-def _named_metric(name: str, num_classes: int | None) -> Metric:
-    # One Metric object per (name, classes): compiled evaluation steps are cached on them.
-    return get_metric(name, num_classes=num_classes)
-
-
-def as_metrics(metrics: Sequence, num_classes: int | None) -> tuple[Metric, ...]:
-    return tuple(m if isinstance(m, Metric) else _named_metric(m, num_classes) for m in metrics)
-
-
 def metrics_for(model: Layer, input_shape, metrics: Sequence) -> tuple[Metric, ...]:
     """The Metric objects for a model's output; a model with several outputs takes none."""
     out_shape = output_shape(model, input_shape)
@@ -89,34 +69,7 @@ def metrics_for(model: Layer, input_shape, metrics: Sequence) -> tuple[Metric, .
         names = ", ".join(m if isinstance(m, str) else m.name for m in metrics)
         raise ValueError(f"metrics [{names}]: this model returns {len(out_shape)} outputs "
                          f"{out_shape}, metrics need one — pass metrics=[] (the loss is still logged)")
-    return as_metrics(metrics, infer_num_classes(out_shape))
-
-
-def output_shape(model: Layer, input_shape) -> tuple:
-    """The model's per-example output shape, worked out without allocating params."""
-    box = {}
-
-    def init(key):
-        box["shape"], params, _ = model.init(key, tuple(input_shape))
-        return params
-
-    jax.eval_shape(init, jax.random.key(0))
-    return box["shape"]
-
-
-def infer_num_classes(out_shape) -> int | None:
-    """C for a classifier with logits (..., C), C > 1; None for one logit or non-array outputs."""
-    if out_shape and all(isinstance(d, int) for d in out_shape) and out_shape[-1] > 1:
-        return out_shape[-1]
-    return None
-
-
-def _plain(value):
-    """A logged device value as a Python int/float (scalars) or a numpy array."""
-    value = np.asarray(value)
-    if value.ndim:
-        return value
-    return int(value) if value.dtype.kind in "iu" else float(value)
+    return get_metrics(metrics, infer_num_classes(out_shape))
 
 
 def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam", epochs: int = 1,
@@ -175,10 +128,18 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     x, y = (stream.x, stream.y) if stream is not None else as_arrays(train)
     input_shape = tuple(x.shape[1:])
     loss_fn, tx = get_loss(loss), as_optimizer(optimizer)
+    # Every array is checked against the model once, up front (streamed batches as they are read).
+    epochs = check_positive_int("epochs", epochs)
+    n, _, checked_y = check_data("train", model, x, y, loss=loss_fn, finite=stream is None,
+                                 params=None if state is None else state.params)
+    y = y if stream is not None else checked_y
+    batch_size = check_positive_int("batch_size", batch_size, maximum=n)
+    val_arrays = None
+    if val is not None:
+        x_val, y_val = as_arrays(val, "val")
+        _, _, y_val = check_data("val", model, x_val, y_val, loss=loss_fn, expected_shape=input_shape)
+        val_arrays = (x_val, y_val)
     metric_list = metrics_for(model, input_shape, metrics)
-    if not 1 <= batch_size <= x.shape[0]:
-        raise ValueError(f"fit: batch_size must be in [1, {x.shape[0]}] (the training examples), "
-                         f"got {batch_size}")
     steps_per_epoch = x.shape[0] // batch_size
     if state is None:
         state = init_train_state(model, input_shape, tx, seed)
@@ -191,7 +152,8 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
         run_epoch, replay_epoch = host_epochs(step, batch_size, x, y, stream)
     else:
         raise ValueError(f"fit: placement must be 'auto', 'device' or 'host', got {placement!r}")
-    val_arrays = as_arrays(val, "val") if val is not None else None
+    # Owned by this run: one compiled validation program for every epoch.
+    evaluator = Evaluator(model, loss=loss_fn, metrics=metric_list, batch_size=eval_batch_size)
 
     run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch,
               history=History())
@@ -209,10 +171,9 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
                                          run.history)
             seconds = time.perf_counter() - start
             run.state = new_state
-            logs = {"epoch": epoch + 1, **{k: _plain(v) for k, v in summary.items()}}
+            logs = {"epoch": epoch + 1, **to_python(summary)}
             if val_arrays is not None:
-                scores = evaluate_arrays(model, new_state.params, new_state.model_state, *val_arrays,
-                                         loss=loss_fn, metrics=metric_list, batch_size=eval_batch_size)
+                scores = evaluator.evaluate(new_state.params, new_state.model_state, *val_arrays)
                 logs.update({f"val_{k}": v for k, v in scores.items()})
             logs.update(time_s=seconds, steps_per_s=steps_per_epoch / seconds)
             run.history.append(logs)
@@ -230,15 +191,20 @@ def evaluate(model: Layer, state: TrainState, data, *, loss="cross_entropy",
              metrics: Sequence = ("accuracy",), batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> dict:
     """Loss and metrics of `state`'s model over `data` ((x, y), a Split, or a Dataset's test split).
 
-    Exact over the whole split; any split size runs on the same compiled batch function.
+    Exact over the whole split. Each call compiles its program once; to evaluate
+    repeatedly, keep an `fdl.train.Evaluator` (or a loaded run, `fdl.load_run`).
     """
     x, y = as_arrays(data, "test")
-    num_classes = infer_num_classes(output_shape(model, tuple(x.shape[1:])))
-    return evaluate_arrays(model, state.params, state.model_state, x, y,
-                           loss=None if loss is None else get_loss(loss),
-                           metrics=as_metrics(metrics, num_classes), batch_size=batch_size)
+    loss = None if loss is None else get_loss(loss)
+    _, out_shape, y = check_data("evaluate", model, x, y, loss=loss, params=state.params)
+    evaluator = Evaluator(model, loss=loss,
+                          metrics=get_metrics(metrics, infer_num_classes(out_shape)), batch_size=batch_size)
+    return evaluator.evaluate(state.params, state.model_state, x, y)
 
 
 def predict(model: Layer, state: TrainState, x, *, batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> np.ndarray:
     """Model outputs (logits for classifiers) for every row of x: (n, *input_shape), eval mode."""
-    return predict_arrays(model, state.params, state.model_state, np.asarray(x), batch_size=batch_size)
+    x = np.asarray(x)
+    check_data("predict", model, x, params=state.params)
+    evaluator = Evaluator(model, batch_size=batch_size)
+    return evaluator.predict(state.params, state.model_state, x)

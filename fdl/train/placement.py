@@ -61,15 +61,13 @@ def host_epochs(step, batch_size: int, x, y, stream: NpyStream | None):
 
     def batches(state, epoch):
         if stream is not None:
-            keyed = NpyStream(stream.x_path, stream.y_path, batch_size, key=data_key(state),
-                              prefetch=stream.prefetch)
-            return keyed.host_batches(epoch)
+            return stream.host_batches(data_key(state), epoch, batch_size)
         return host_batches(state, x, y, epoch, batch_size)
 
     summarize = jax.jit(_summarized)
 
     def run(state, epoch):
-        with Prefetcher(batches(state, epoch)) as prefetched:
+        with Prefetcher(batches(state, epoch), size=stream.prefetch if stream is not None else 2) as prefetched:
             return summarize(*run_host(state, prefetched, num_batches))
 
     return run, lambda state, epoch: replay_host_epoch(step, state, batches(state, epoch))

@@ -70,10 +70,9 @@ def test_predict_applies_the_saved_preprocessing(trained, capsys):
                  "--checkpoint", "last"]) == 0
     predictions = np.load(folder / "p.npy")
     assert predictions.shape == (7, 10)
-    from fdl.config import load_run
-    _, model, prepared, state = load_run(run_dir, "last")
     import fdl
-    expected = fdl.predict(model, state, prepared.dataset.test.x[:7])
+    run = fdl.load_run(run_dir, "last")
+    expected = fdl.predict(run.model, run.state, run.arguments.data.dataset.test.x[:7])
     np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -91,7 +90,7 @@ def test_predict_rejects_a_wrong_input_shape(trained, capsys):
     folder, run_dir = trained
     np.save(folder / "bad.npy", np.zeros((3, 30), np.float32))
     assert main(["predict", str(run_dir), str(folder / "bad.npy")]) == 2
-    assert "has shape (3, 30), the model expects (n, 40)" in capsys.readouterr().err
+    assert "bad.npy': x: shape (3, 30), the model expects (n, 40)" in capsys.readouterr().err
 
 
 def test_unknown_config_key_through_the_console_script(tmp_path):
@@ -126,6 +125,6 @@ def test_resume_continues_a_run_exactly(tmp_path):
 
 def test_resume_needs_a_run_directory(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert "no checkpoints/last.ckpt" in capsys.readouterr().err
+    assert "--resume: " in (err := capsys.readouterr().err) and "is not an fdl run directory" in err
     assert main(["train"]) == 2
     assert "needs a CONFIG file, or --resume RUN_DIR" in capsys.readouterr().err

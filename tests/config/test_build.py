@@ -1,11 +1,15 @@
-"""Building models, optimizers, losses, data and augmentation from config sections."""
+"""Building models, optimizers, losses, data, augmentation and user components from config sections."""
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 import fdl
 from fdl.config import ConfigError, build_augment, build_data, build_layer, build_loss, build_model, build_optimizer
-from fdl.config.schema import DataConfig, LossConfig, ModelConfig, OptimizerConfig
+from fdl.config.build import build_custom_callbacks, optimizer_arguments
+from fdl.config.schema import DataConfig, LossConfig, ModelConfig, OptimizerConfig, RunConfig
 
 
 def section(schema, **values):
@@ -40,19 +44,65 @@ def test_registered_models_and_their_errors():
         build_model(section(ModelConfig, name="mlp", args={"width": 3}))
 
 
-def test_optimizer_and_loss_sections():
+def open_optimizer(**values):
+    """An optimizer section as load_config makes it: typed keys plus the alias's own."""
+    base = OmegaConf.structured(OptimizerConfig)
+    OmegaConf.set_struct(base, False)
+    return OmegaConf.merge(base, values)
+
+
+def test_optimizer_section():
     optimizer = build_optimizer(section(OptimizerConfig, name="sgd", learning_rate=0.5, momentum=0.9))
     state = optimizer.init({"w": np.zeros(2, np.float32)})
     assert float(fdl.optim.current_learning_rate(state)) == 0.5
-    with pytest.raises(ConfigError, match="optimizer: .*momentum"):
+    assert float(fdl.optim.get_hyperparameter(state, "momentum")) == pytest.approx(0.9)
+    with pytest.raises(ConfigError, match=r"^optimizer: unknown optimizer 'adam' hyperparameter 'momentum' — "):
         build_optimizer(section(OptimizerConfig, name="adam", momentum=0.9))
-    smooth = build_loss(section(LossConfig, name="cross_entropy", label_smoothing=0.1))
+    with pytest.raises(ConfigError, match=r"^optimizer: unknown optimizer 'adm' — did you mean 'adam'\?"):
+        build_optimizer(section(OptimizerConfig, name="adm"))
+    with pytest.raises(ConfigError, match=r"^optimizer: accumulate_steps must be an int >= 1, got 0"):
+        build_optimizer(section(OptimizerConfig, accumulate_steps=0))
+
+
+def test_any_argument_of_the_optax_alias_reaches_it():
+    config = open_optimizer(name="rmsprop", learning_rate=0.1, decay=0.5, initial_scale=1.0)
+    assert optimizer_arguments(config) == {"name": "rmsprop", "learning_rate": 0.1, "accumulate_steps": 1,
+                                           "decay": 0.5, "initial_scale": 1.0}  # unset keys left out
+    optimizer = build_optimizer(config)
+    params = {"w": np.ones(1, np.float32)}
+    state = optimizer.init(params)
+    assert float(fdl.optim.get_hyperparameter(state, "decay")) == 0.5
+    # rmsprop: nu = decay * initial_scale + (1 - decay) * g^2 = 0.5 + 0.5 * 4; update = -lr * g / sqrt(nu).
+    updates, _ = optimizer.update({"w": np.full(1, 2.0, np.float32)}, state, params)
+    np.testing.assert_allclose(updates["w"], -0.1 * 2.0 / np.sqrt(2.5), rtol=1e-5)
+    with pytest.raises(ConfigError, match=r"^optimizer: unknown optimizer 'rmsprop' hyperparameter 'deccay' — "
+                                          r"did you mean 'decay'\?"):
+        build_optimizer(open_optimizer(name="rmsprop", deccay=0.5))
+
+
+def test_loss_section_builds_a_value_equal_loss():
+    smooth = build_loss(section(LossConfig, name="cross_entropy", args={"label_smoothing": 0.1}))
     logits, label = np.array([2.0, 0.0, -1.0], np.float32), 0
     expected = -(0.9 + 0.1 / 3) * np.log(np.exp(2) / np.exp(logits).sum()) - (0.1 / 3) * (
         np.log(1 / np.exp(logits).sum()) + np.log(np.exp(-1) / np.exp(logits).sum()))
     np.testing.assert_allclose(smooth(logits, label), expected, rtol=1e-5)
-    with pytest.raises(ConfigError, match="loss.name: unknown loss"):
-        build_loss(section(LossConfig, name="cross_entrpy"))
+    again = build_loss(OmegaConf.create({"name": "cross_entropy", "args": {"label_smoothing": 0.1}}))
+    assert smooth == again and hash(smooth) == hash(again) and smooth.name == "cross_entropy"
+    assert build_loss(section(LossConfig, name="huber", args={"delta": None})) == fdl.losses.get_loss("huber")
+    assert build_loss(section(LossConfig, name="elbo_gaussian")).kwargs == {"likelihood": "gaussian"}
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"name": "cross_entrpy"}, r"^loss.name: unknown loss 'cross_entrpy' — did you mean 'cross_entropy'\?"),
+    ({"name": "mse", "args": {"label_smoothing": 0.1}},
+     r"^loss.args.label_smoothing: mse takes no argument 'label_smoothing' — valid: \(none\)$"),
+    ({"name": "huber", "args": {"deltta": 2.0}},
+     r"^loss.args.deltta: huber takes no argument 'deltta' — did you mean 'delta'\?$"),
+    ({"name": "huber", "args": {"delta": -1.0}}, r"^loss.args.delta: huber delta: expected a number > 0"),
+])
+def test_bad_loss_sections(values, message):
+    with pytest.raises(ConfigError, match=message):
+        build_loss(section(LossConfig, **values))
 
 
 def test_data_section_splits_retargets_and_preprocesses(tmp_path):
@@ -95,8 +145,117 @@ def test_autoencoder_targets_are_the_preprocessed_inputs(tmp_path):
 
 def test_classification_metrics_on_a_reconstruction_are_refused(tmp_path):
     from fdl.config import load_config
-    from fdl.config.run import check_metrics
+    from fdl.config.arguments import _check_metrics as check_metrics  # moved from fdl.config.run
     path = tmp_path / "ae.yaml"
     path.write_text("data: {target: input}\nmodel: {name: autoencoder}\nloss: mse\nmetrics: [accuracy, mse]\n")
     with pytest.raises(ConfigError, match="metrics: accuracy need class labels, but data.target is 'input'"):
         check_metrics(load_config(path))
+
+
+USER_MODULE = "fdl_test_user_components"
+USER_CODE = """
+from fdl import nn
+from fdl.train.callbacks import Callback
+
+VALUE = 3
+
+
+def Head(features):
+    return nn.Dense(features)
+
+
+def make(hidden, classes=2):
+    return nn.serial(nn.Dense(hidden), nn.Relu(), nn.Dense(classes))
+
+
+def not_a_layer():
+    return "layer"
+
+
+class Notify(Callback):
+    def __init__(self, every=1):
+        self.every = every
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A user's module on sys.path, importable as USER_MODULE (removed again afterwards)."""
+    (tmp_path / f"{USER_MODULE}.py").write_text(textwrap.dedent(USER_CODE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield USER_MODULE
+    sys.modules.pop(USER_MODULE, None)
+
+
+def test_layers_by_import_path(user_module):
+    model = build_model(section(ModelConfig, layers=[
+        {"target": f"{user_module}.Head", "args": {"features": 4}, "name": "mine"}, "Relu",
+        {"serial": [{"target": f"{user_module}.Head", "args": {"features": 3}}]}]))
+    shape, params, _ = model.init(fdl.nn.core.jax.random.key(0), (5,))
+    assert shape == (3,) and params["mine"]["w"].shape == (5, 4)
+    assert params["serial_2"]["dense_0"]["w"].shape == (4, 3)
+
+
+def test_model_by_import_path(user_module):
+    model = build_model(section(ModelConfig, target=f"{user_module}.make", args={"hidden": 6}))
+    shape, params, _ = model.init(fdl.nn.core.jax.random.key(0), (5,))
+    assert shape == (2,) and params["dense_0"]["w"].shape == (5, 6)
+
+
+FIX = "give module.attribute of a callable"
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"target": "fdl_no_such_pkg.nope"}, r"^model.layers\[0\].target: cannot import 'fdl_no_such_pkg.nope' "
+     rf"\(No module named 'fdl_no_such_pkg'\) — {FIX}$"),
+    ({"target": "{m}.Hed"}, r"^model.layers\[0\].target: cannot import '{m}.Hed' \(module '{m}' has no "
+     r"attribute 'Hed'; did you mean {m}.Head\?\)"),
+    ({"target": "Head"}, rf"^model.layers\[0\].target: cannot import 'Head' \(not a dotted path\) — {FIX}$"),
+    ({"target": "{m}.VALUE"}, rf"^model.layers\[0\].target: '{{m}}.VALUE' is of type int, not a callable — {FIX}$"),
+    ({"target": "{m}.not_a_layer"}, r"^model.layers\[0\].target: {m}.not_a_layer returned str, not an fdl.nn.Layer"),
+    ({"target": "{m}.Head", "args": {"featurs": 3}}, r"^model.layers\[0\] {m}.Head: .*featurs"),
+    ({"target": "{m}.Head", "arg": {"features": 3}},
+     r"^model.layers\[0\].arg: unknown key — did you mean model.layers\[0\].args\?"),
+    ({"target": "{m}.Head", "args": [3]}, r"^model.layers\[0\].args: expected a mapping of keyword arguments"),
+    ({"target": "{m}.Head", "args": {"features": 3}, "name": "a b"}, r"^model.layers\[0\].name: .*not a valid"),
+])
+def test_bad_layer_targets(user_module, spec, message):
+    spec = {key: value.format(m=user_module) if isinstance(value, str) else value for key, value in spec.items()}
+    with pytest.raises(ConfigError, match=message.format(m=user_module)) as error:
+        build_layer(spec, "model.layers[0]")
+    assert "\n" not in str(error.value)
+
+
+def test_bad_model_targets(user_module):
+    with pytest.raises(ConfigError, match=rf"^model.target: cannot import 'fdl_no_such_pkg.make' .* — {FIX}$"):
+        build_model(section(ModelConfig, target="fdl_no_such_pkg.make"))
+    with pytest.raises(ConfigError, match=rf"^model.args \({user_module}.make\): .*hidden"):
+        build_model(section(ModelConfig, target=f"{user_module}.make"))
+    with pytest.raises(ConfigError, match=r"^model.target: .*not_a_layer returned str, not an fdl.nn.Layer"):
+        build_model(section(ModelConfig, target=f"{user_module}.not_a_layer"))
+
+
+def test_custom_callbacks_by_import_path(user_module):
+    config = OmegaConf.merge(OmegaConf.structured(RunConfig), {"callbacks": {"custom": [
+        {"target": f"{user_module}.Notify", "args": {"every": 5}}, {"target": f"{user_module}.Notify"}]}})
+    built = build_custom_callbacks(config)
+    assert [type(c).__name__ for c in built] == ["Notify", "Notify"] and [c.every for c in built] == [5, 1]
+    assert build_custom_callbacks(OmegaConf.structured(RunConfig)) == []
+
+
+@pytest.mark.parametrize("entry,message", [
+    ("{m}.Notify", r"^callbacks.custom\[0\]: expected \{{target: module.attribute, args: \{{...\}}\}}, got"),
+    ({"args": {"every": 2}}, r"^callbacks.custom\[0\].target: missing"),
+    ({"target": "{m}.Notify", "name": "x"}, r"^callbacks.custom\[0\].name: unknown key — valid: target, args$"),
+    ({"target": "{m}.Notfy"}, r"^callbacks.custom\[0\].target: cannot import '{m}.Notfy' .*did you mean {m}.Notify"),
+    ({"target": "{m}.Notify", "args": {"evry": 2}}, r"^callbacks.custom\[0\] {m}.Notify: .*evry"),
+    ({"target": "{m}.not_a_layer"}, r"^callbacks.custom\[0\].target: {m}.not_a_layer returned str, not a callback"),
+])
+def test_bad_custom_callbacks(user_module, entry, message):
+    if isinstance(entry, str):
+        entry = entry.format(m=user_module)
+    else:
+        entry = {k: v.format(m=user_module) if isinstance(v, str) else v for k, v in entry.items()}
+    config = OmegaConf.merge(OmegaConf.structured(RunConfig), {"callbacks": {"custom": [entry]}})
+    with pytest.raises(ConfigError, match=message.format(m=user_module)):
+        build_custom_callbacks(config)

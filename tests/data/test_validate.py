@@ -87,6 +87,36 @@ def test_fractional_label_names_index():
         from_arrays(_x(), np.array([0.0, 1.5, 1.0, 0.0]), num_classes=2)
 
 
+def test_fractional_float64_label_names_first_bad_index_like_a_negative_label():
+    y = np.zeros(10)
+    y[7], y[9] = 1.5, 2.25
+    with pytest.raises(ValueError, match=r"dataset 'arrays' train\.y\[7\] holds 1\.5, not a whole "
+                                         r"number — class labels must be whole numbers"):
+        from_arrays(_x(10), y, num_classes=3)
+
+
+def test_fractional_label_in_val_split_names_val():
+    with pytest.raises(ValueError, match=r"'arrays' val\.y\[1\] holds 0\.5, not a whole number"):
+        from_arrays(_x(), _labels(), x_val=_x(2), y_val=np.array([1.0, 0.5]), num_classes=2)
+
+
+def test_fractional_label_of_a_directly_built_dataset_is_rejected():
+    dataset = Dataset("toy", Split(_x(), np.array([0.0, 1.0, 0.25, 1.0])), num_classes=2)
+    with pytest.raises(ValueError, match=r"dataset 'toy' train\.y\[2\] holds 0\.25, not a whole"):
+        validate_dataset(dataset)
+
+
+@pytest.mark.parametrize("bad, name", [(np.nan, "nan"), (np.inf, "inf")])
+def test_non_finite_class_label_is_named_as_such(bad, name):
+    with pytest.raises(ValueError, match=rf"train\.y\[2\] holds {name}, which is not finite — drop"):
+        from_arrays(_x(), np.array([0.0, 1.0, bad, 1.0]), num_classes=2)
+
+
+def test_negative_whole_float_label_is_outside_the_range():
+    with pytest.raises(ValueError, match=r"train\.y\[3\] holds -1\.0, outside \[0, 2\)"):
+        from_arrays(_x(), np.array([0.0, 1.0, 1.0, -1.0]), num_classes=2)
+
+
 def test_one_hot_labels_are_rejected_with_the_fix():
     with pytest.raises(ValueError, match=r"train\.y has shape \(4, 2\).*y\.argmax\(axis=1\)"):
         from_arrays(_x(), np.eye(2, dtype=int)[_labels()], num_classes=2)

@@ -44,7 +44,7 @@ def test_write_json_converts_numpy_and_leaves_no_temporary_files(tmp_path):
 def test_failed_write_json_keeps_the_previous_file(tmp_path):
     path = tmp_path / "env.json"
     write_json(path, {"version": 1})
-    with pytest.raises(TypeError, match=r"env\.json.*cannot encode object"):
+    with pytest.raises(TypeError, match=r"env\.json.*cannot convert type object"):
         write_json(path, {"version": 2, "bad": object()})
     assert json.loads(path.read_text()) == {"version": 1}
     assert os.listdir(tmp_path) == ["env.json"]

@@ -38,3 +38,20 @@ def test_summary_rejects_an_unknown_split():
 def test_summary_rejects_an_extra_that_replaces_a_split():
     with pytest.raises(ValueError, match="extra entry 'test' would replace a split"):
         run_summary({}, epochs=1, steps=1, wall_time_s=1, steps_per_s=1, test=0.5)
+
+
+def test_summary_values_keep_their_kind_and_unencodable_ones_fail_early():
+    """Values go through fdl.io.to_python: counts stay ints, flags bools; an object is a TypeError."""
+    summary = run_summary({"val": {"count": np.int64(5), "loss": jnp.float32(0.5)}}, epochs=1, steps=1,
+                          wall_time_s=1, steps_per_s=1, converged=np.bool_(True), notes="ok")
+    assert summary["val"] == {"count": 5, "loss": 0.5} and type(summary["val"]["count"]) is int
+    assert summary["converged"] is True and summary["notes"] == "ok"
+    with pytest.raises(TypeError, match="to_python: cannot convert type object"):
+        run_summary({"val": {"loss": object()}}, epochs=1, steps=1, wall_time_s=1, steps_per_s=1)
+
+
+def test_plain_value_is_still_importable():
+    from fdl.io import to_python
+    from fdl.records import plain_value
+
+    assert plain_value is to_python

@@ -61,7 +61,7 @@ def test_monitor_that_is_not_logged_is_named(data):
 
 
 def test_model_checkpoint_writes_best_and_last_that_load_back(data, tmp_path):
-    checkpoint = cb.ModelCheckpoint(tmp_path, monitor="score", mode="max")
+    checkpoint = cb.ModelCheckpoint(best=tmp_path / "best.ckpt", last=tmp_path / "last.ckpt", monitor="score", mode="max")
     snapshots = Snapshots()
     state, _ = fdl.fit(model(), data, epochs=3, batch_size=16, verbose=0,
                        callbacks=[script([0.1, 0.9, 0.5]), snapshots, checkpoint])
@@ -85,7 +85,7 @@ def test_load_checkpoint_errors_name_the_file(tmp_path):
 def test_resume_from_a_checkpoint_continues_exactly(data, tmp_path):
     common = dict(batch_size=16, verbose=0, seed=4, val=data)
     straight, straight_history = fdl.fit(model(), data, epochs=4, **common)
-    fdl.fit(model(), data, epochs=2, callbacks=[cb.ModelCheckpoint(tmp_path)], **common)
+    fdl.fit(model(), data, epochs=2, callbacks=[cb.ModelCheckpoint(best=tmp_path / "best.ckpt", last=tmp_path / "last.ckpt")], **common)
     template = fdl.init_train_state(model(), (4,), fdl.optim.make_optimizer("adam"), 0)
     restored, _ = fdl.load_checkpoint(tmp_path / "last.ckpt", template)
     resumed, resumed_history = fdl.fit(model(), data, epochs=4, state=restored, **common)

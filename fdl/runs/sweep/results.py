@@ -26,9 +26,9 @@ import optuna
 from omegaconf import DictConfig
 
 from fdl.config.load import to_yaml
-from fdl.population.search import FINISHED, WORKER_ATTR
-from fdl.population.spec import SweepSpec, Uniform, point_config
-from fdl.records import append_jsonl, write_bytes, write_text
+from fdl.runs.sweep.search import FINISHED, WORKER_ATTR
+from fdl.runs.sweep.spec import SweepSpec, Uniform, point_config
+from fdl.records import SweepDir, append_jsonl, write_bytes, write_text
 from fdl.records.plots import as_scalar, require
 
 MEMBERS_ATTR, POINT_ATTR = "fdl_members", "fdl_point"
@@ -84,10 +84,10 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return write_text(path, buffer.getvalue())
 
 
-def write_member_logs(folder: Path, histories: list[list[dict]]) -> None:
-    """members/<i>.jsonl: member i's per-epoch logs, rewritten whole."""
+def write_member_logs(sweep_dir: SweepDir, histories: list[list[dict]]) -> None:
+    """Each member's per-epoch logs (SweepDir.member_path), rewritten whole."""
     for index, history in enumerate(histories):
-        path = folder / f"{index}.jsonl"
+        path = sweep_dir.member_path(index)
         path.unlink(missing_ok=True)
         for logs in history:
             append_jsonl(path, logs)

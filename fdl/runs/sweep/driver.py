@@ -5,42 +5,40 @@
     run_sweep("c.yaml", storage="postgresql+psycopg2://u@db/s", study_name="cnn")  # one machine of many
     run_sweep(resume="runs/mnist1d_mlp_sweep-sweep-20261125-101500")
 
-The sweep directory holds sweep.yaml (the base config with its resolved sweep
-section: `fdl sweep DIR/sweep.yaml` runs it again), study.db (the default
-storage), and what fdl.population.results writes: results.csv, members/,
-best.yaml, plots/.
+The sweep directory's files are those of `fdl.records.SweepDir`: the base
+config with its resolved sweep section (`fdl sweep DIR/sweep.yaml` runs it
+again), the default SQLite storage, and what `fdl.runs.sweep.results` writes.
+Each group of points is trained with the arguments `fdl.config.build_arguments`
+builds for `fdl train`, so a one-member sweep trains what `fdl train` trains.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
+import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from fdl import records
-from fdl.config.build import build_augment, build_data, build_loss, build_model, optimizer_arguments
-from fdl.config.load import ConfigError, load_config, to_yaml
-from fdl.config.run import check_model_fits_data
-from fdl.population import results
-from fdl.population.members import PopulationResult, evaluate_population, train_population
-from fdl.population.search import make_storage, open_study, suggest_point, work
-from fdl.population.spec import Group, SweepSpec, group_points, initial_points, parse_sweep
+from fdl.config import (ConfigError, RunArguments, build_arguments, build_data, check_population_keys,
+                        load_config, to_yaml)
+from fdl.config.schema import SweepConfig
+from fdl.population import Population, PopulationResult
+from fdl.records import SweepDir, write_text
+from fdl.runs.sweep import results
+from fdl.runs.sweep.search import make_storage, open_study, suggest_point, work
+from fdl.runs.sweep.spec import Group, SweepSpec, group_points, initial_points, parse_sweep
 
-SWEEP_FILE, STUDY_FILE = "sweep.yaml", "study.db"
-# `fdl` with this interpreter (`python -m fdl.cli.main` would import fdl.cli.main twice).
-FDL_COMMAND = (sys.executable, "-c", "import sys; from fdl.cli.main import main; sys.exit(main())")
+__all__ = ["SweepResult", "TrialTrainer", "run_sweep", "write_report"]
 
 
 @dataclasses.dataclass
 class SweepResult:
-    sweep_dir: Path
+    sweep_dir: SweepDir
     rows: list[dict]            # results.csv: one per member
     scores: list[dict]          # per point: trial, point, seeds, mean, std, pruned
     best: dict | None           # the best of `scores`
@@ -73,21 +71,18 @@ def _pruning(trials: list[optuna.Trial], owners: list[int], monitor: str):
     return on_epoch_end
 
 
-@functools.lru_cache(maxsize=16)
-def _program(model_yaml: str, loss_yaml: str, data_yaml: str) -> tuple:
-    """(model, loss, augment) of config sections, built once per process: train_population's
-    compiled programs are cached by these objects, so a later population (the next batch of
-    trials, a resumed sweep) of the same program compiles nothing new."""
-    model = build_model(OmegaConf.create(model_yaml))
-    return model, build_loss(OmegaConf.create(loss_yaml)), build_augment(OmegaConf.create(data_yaml))
-
-
 class TrialTrainer:
-    """Trains asked trials: their points grouped by program, one train_population call per group."""
+    """Trains asked trials: their points grouped by program, one population per group.
+
+    Owns what it builds: the prepared data per (data section, seed), and per
+    group program the built arguments and the `Population` with its compiled
+    programs, so the next batch of trials of a program compiles nothing new.
+    """
 
     def __init__(self, spec: SweepSpec, config: DictConfig, verbose: int = 1):
         self.spec, self.config, self.verbose = spec, config, verbose
         self._data: dict[str, object] = {}
+        self._programs: dict[str, tuple[RunArguments, Population]] = {}
 
     def __call__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
         points = [suggest_point(trial, self.spec) for trial in trials]
@@ -96,42 +91,39 @@ class TrialTrainer:
             self._train_group(group, [trials[i] for i in ids], [points[i] for i in ids],
                               [ids.index(i) for i in group.point_ids])
 
-    def _dataset(self, config: DictConfig):
-        key = to_yaml(config.data) + str(config.seed)
-        if key not in self._data:
-            self._data[key] = build_data(config.data, config.seed).dataset
-        return self._data[key]
-
-    def _built(self, group: Group, dataset) -> tuple:
+    def _program(self, group: Group) -> tuple[RunArguments, Population]:
         config = group.config
-        model, loss, augment = _program(to_yaml(config.model), to_yaml(config.loss), to_yaml(config.data))
-        check_model_fits_data(model, dataset.feature_shape)
-        return model, loss, augment
+        data_key = to_yaml(config.data) + str(config.seed)
+        if data_key not in self._data:
+            self._data[data_key] = build_data(config.data, config.seed)
+        program_key = json.dumps(group.overrides, sort_keys=True) + data_key
+        if program_key not in self._programs:
+            arguments = build_arguments(config, data=self._data[data_key])
+            settings = arguments.population_arguments()
+            population = Population(arguments.model, strategy=self.spec.strategy,
+                                    max_members=self.spec.max_members,
+                                    **{k: settings[k] for k in ("loss", "optimizer", "batch_size", "metrics",
+                                                                "augment", "eval_batch_size")})
+            self._programs[program_key] = arguments, population
+        return self._programs[program_key]
 
     def _train_group(self, group: Group, trials: list[optuna.Trial], points: list[dict],
                      owners: list[int]) -> None:
-        config, spec = group.config, self.spec
-        dataset = self._dataset(config)
-        model, loss, augment = self._built(group, dataset)
+        spec = self.spec
+        arguments, population = self._program(group)
+        settings, dataset = arguments.population_arguments(), arguments.data.dataset
         if self.verbose:
             print(f"population {group.label}: {len(group.members)} members "
                   f"({len(trials)} points x {spec.seeds} seeds), trials "
                   f"{[t.number for t in trials]}", flush=True)
-        result = train_population(
-            model, dataset.train, dataset.val, members=group.members, loss=loss,
-            optimizer=optimizer_arguments(config.optimizer), epochs=config.training.epochs,
-            batch_size=config.training.batch_size, metrics=list(config.metrics), monitor=spec.monitor,
-            mode=spec.mode, patience=spec.patience, strategy=spec.strategy, max_members=spec.max_members,
+        result = population.train(
+            dataset.train, dataset.val, members=group.members, epochs=settings["epochs"],
+            callbacks=settings["callbacks"], monitor=spec.monitor, mode=spec.mode,
             on_epoch_end=_pruning(trials, owners, spec.monitor) if spec.method == "optuna" else None,
-            augment=augment, eval_batch_size=config.training.eval_batch_size, verbose=self.verbose)
-        # Test the state `fdl train` would end with: the best one only where the
-        # config's early stopping restores it, the last one otherwise.
-        stopping = config.callbacks.early_stopping
-        tested = result.best_states if stopping.enabled and stopping.restore_best else result.states
-        tests = evaluate_population(model, tested, dataset.test, loss=loss,
-                                    metrics=list(config.metrics),
-                                    batch_size=config.training.eval_batch_size) \
-            if dataset.test is not None else [{} for _ in group.members]
+            verbose=settings["verbose"] if self.verbose else 0)
+        # result.states are what `fdl train` ends with for each member (its callbacks applied).
+        tests = population.evaluate(result.states, dataset.test) if dataset.test is not None \
+            else [{} for _ in group.members]
         for t, (trial, point) in enumerate(zip(trials, points)):
             mine = [m for m, owner in enumerate(owners) if owner == t]
             kept = [member_record(result, m, tests[m], group) for m in mine]
@@ -143,36 +135,35 @@ class TrialTrainer:
                 trial.study.tell(trial, value, skip_if_finished=True)
 
 
-def _sweep_dir(config: DictConfig, out_dir: str | None) -> Path:
+def _sweep_dir(config: DictConfig, out_dir: str | None) -> SweepDir:
     if out_dir is None:
-        return records.create_run_dir(config.output.base, f"{config.name}-sweep")
-    path = Path(out_dir)
-    if path.exists() and any(path.iterdir()):
-        raise ConfigError(f"--out {out_dir}: already holds files — choose a new folder, or continue "
-                          f"that sweep with --resume {out_dir}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+        return SweepDir.create(config.output.base, config.name)
+    try:
+        return SweepDir.new(out_dir)
+    except FileExistsError as error:
+        raise ConfigError(f"--out: {error}, or continue that sweep with --resume {out_dir}") from None
 
 
-def _load(config, overrides, resume) -> tuple[DictConfig, Path | None]:
-    """The sweep's config: from CONFIG (+ overrides), or from DIR/sweep.yaml when resuming."""
+def _load(config, overrides, resume) -> tuple[DictConfig, SweepDir | None]:
+    """The sweep's config: from CONFIG (+ overrides), or from the sweep directory when resuming."""
     if resume is None:
         if config is None:
             raise ConfigError("fdl sweep: give a CONFIG file, or --resume DIR to continue a sweep")
         return (config if isinstance(config, DictConfig) else load_config(config, overrides)), None
+    sweep_dir = SweepDir(resume)
     if config is not None or overrides:
-        raise ConfigError(f"--resume {resume}: continues the sweep in {resume}/{SWEEP_FILE} as it was — "
+        raise ConfigError(f"--resume {resume}: continues the sweep in {sweep_dir.sweep_path} as it was — "
                           "drop CONFIG and --set")
-    path = Path(resume) / SWEEP_FILE
-    if not path.is_file():
-        raise ConfigError(f"--resume {resume}: no {SWEEP_FILE} there — pass a folder `fdl sweep` made")
-    return load_config(path), Path(resume)
+    if not sweep_dir.sweep_path.is_file():
+        raise ConfigError(f"--resume {resume}: no {sweep_dir.sweep_path.name} there — pass a folder "
+                          "`fdl sweep` made")
+    return load_config(sweep_dir.sweep_path), sweep_dir
 
 
-def _start_workers(count: int, sweep_dir: Path, storage: str | None, study: str) -> list:
-    """`count` worker processes (`fdl sweep --resume DIR --worker`) on the same study."""
-    command = [*FDL_COMMAND, "sweep", "--resume", str(sweep_dir), "--worker",
-               "--quiet", "--study", study] + (["--storage", storage] if storage else [])
+def _start_workers(count: int, sweep_dir: SweepDir, storage: str | None, study: str) -> list:
+    """`count` worker processes (fdl.runs.sweep.worker) on the same study."""
+    command = [sys.executable, "-m", "fdl.runs.sweep.worker", os.fspath(sweep_dir), "--study", study] + \
+        (["--storage", storage] if storage else [])
     return [subprocess.Popen(command) for _ in range(count)]
 
 
@@ -190,7 +181,7 @@ def run_sweep(config: str | os.PathLike | DictConfig | None = None, *, out_dir: 
       study_name: the study (default sweep.study, else the config's name). Workers on
         other machines join with the same storage and study name.
       workers: processes on this machine, this one included (the others are
-        `fdl sweep --resume DIR --worker` subprocesses).
+        `python -m fdl.runs.sweep.worker DIR` subprocesses).
       resume: a sweep directory to continue: its finished trials are kept.
       overrides: `--set KEY=VALUE` strings applied to the config.
       report: write results.csv, members/, best.yaml and plots (False: train only).
@@ -201,6 +192,7 @@ def run_sweep(config: str | os.PathLike | DictConfig | None = None, *, out_dir: 
     """
     config, sweep_dir = _load(config, overrides, resume)
     spec = parse_sweep(config)
+    check_population_keys(config)
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected at least 1")
     if workers > 1 and config.sweep.get("population_size") is None and spec.method != "optuna":
@@ -209,9 +201,9 @@ def run_sweep(config: str | os.PathLike | DictConfig | None = None, *, out_dir: 
     if sweep_dir is None:
         sweep_dir = _sweep_dir(config, out_dir)
         sweep_config = config.copy()
-        sweep_config.sweep = {**spec.to_plain(), "storage": storage, "study": study_name}
-        records.write_text(sweep_dir / SWEEP_FILE, to_yaml(sweep_config))
-    url = storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
+        sweep_config.sweep = SweepConfig(**{**spec.to_plain(), "storage": storage, "study": study_name})
+        write_text(sweep_dir.sweep_path, to_yaml(sweep_config))
+    url = storage or sweep_dir.study_url
     store = make_storage(url, spec)
     study = open_study(spec, config, store, study_name, initial_points(spec))
     children = _start_workers(workers - 1, sweep_dir, storage, study_name)
@@ -233,14 +225,14 @@ def write_report(result: SweepResult, study: optuna.Study, spec: SweepSpec, conf
     rows, histories = results.collect(study)
     if not rows:
         raise ConfigError(f"study {result.study_name!r} has no finished trials — nothing to report")
-    results.write_csv(sweep_dir / "results.csv", rows)
-    results.write_member_logs(sweep_dir / "members", histories)
+    results.write_csv(sweep_dir.results_path, rows)
+    results.write_member_logs(sweep_dir, histories)
     scores = results.point_scores(rows, spec)
     best = results.best_point(scores, spec)
     if best is not None:
-        results.write_best(sweep_dir / "best.yaml", config, best, spec, sweep_dir)
+        results.write_best(sweep_dir.best_path, config, best, spec, sweep_dir.path)
     if config.output.plots:
-        results.plot_sweep(sweep_dir / "plots", rows, histories, scores, spec, study)
+        results.plot_sweep(sweep_dir.plots_dir, rows, histories, scores, spec, study)
     if verbose:
         print(results.summary_table(scores, rows, spec))
     return dataclasses.replace(result, rows=rows, scores=scores, best=best,

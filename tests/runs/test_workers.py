@@ -13,6 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -20,7 +21,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from fdl.population.sweep import FDL_COMMAND
 
 LEARNING_RATES = [1e-3, 3e-3, 1e-2, 3e-2]
 CONFIG = f"""
@@ -38,11 +38,12 @@ sweep:
     optimizer.learning_rate: {LEARNING_RATES}
 """
 TIMEOUT_S = 120
+FDL = os.path.join(os.path.dirname(sys.executable), "fdl")  # the installed command
 
 
 def start_worker(tmp_path, name: str, url: str) -> subprocess.Popen:
     log = open(tmp_path / f"{name}.log", "w")
-    command = [*FDL_COMMAND, "sweep", str(tmp_path / "sweep.yaml"), "--storage", url,
+    command = [FDL, "sweep", str(tmp_path / "sweep.yaml"), "--storage", url,
                "--study", "s", "--out", str(tmp_path / name), "--quiet"]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 

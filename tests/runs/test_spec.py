@@ -3,9 +3,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from fdl.config import ConfigError, build_optimizer, load_config
-from fdl.population import (Choice, IntRange, MemberSpec, Uniform, grid_points, group_points,
+from fdl.config.load import merge_config
+from fdl.population import MemberSpec
+from fdl.runs.sweep import (Choice, IntRange, Uniform, grid_points, group_points,
                             groups, parse_sweep, random_points)
-from fdl.population.spec import initial_points
+from fdl.runs.sweep.spec import initial_points
 
 BASE = """
 data: {name: mnist1d, limit_train: 200, val_fraction: 0.25}
@@ -27,8 +29,7 @@ def with_sweep(base, sweep, **changes):
     config = base.copy()
     for key, value in changes.items():
         OmegaConf.update(config, key, value, merge=False)
-    config.sweep = sweep
-    return config
+    return merge_config(config, {"sweep": sweep})
 
 
 def test_defaults_and_distributions(base):
@@ -103,7 +104,7 @@ ERRORS = [
     ({"seeds": 0}, r"^sweep\.seeds: expected an int >= 1, got 0"),
     ({"num_samples": -2}, r"^sweep\.num_samples: expected an int >= 1, got -2"),
     ({"sampler_seed": -1}, r"^sweep\.sampler_seed: expected an int >= 0, got -1"),
-    ({"params": [1, 2]}, r"^sweep\.params: expected a mapping of config key -> values"),
+    ({"params": [1, 2]}, r"^sweep\.params: expected a mapping, got a list"),
 ]
 
 

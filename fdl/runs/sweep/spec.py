@@ -23,12 +23,11 @@ those keys into separate `Group`s, each trained by one `train_population` call.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -36,6 +35,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fdl.config.build import build_model, build_optimizer
 from fdl.config.load import ConfigError, check_keys
+from fdl.config.schema import SweepConfig
+from fdl.errors import did_you_mean
 from fdl.population.members import MemberSpec
 from fdl.train.callbacks import Monitor
 
@@ -43,29 +44,6 @@ METHODS = ("grid", "random", "optuna")
 # Swept keys that are arrays in the train state: values vmap inside one program.
 VECTORIZABLE = ("optimizer.learning_rate", "optimizer.weight_decay", "optimizer.momentum",
                 "optimizer.b1", "optimizer.b2", "optimizer.eps", "seed")
-
-
-@dataclasses.dataclass
-class SweepSchema:
-    """The keys a `sweep:` section may have (checked with did-you-mean suggestions)."""
-
-    method: str = "grid"
-    seeds: int = 1
-    num_samples: Optional[int] = None      # random/optuna: points to draw (default 16)
-    sampler_seed: int = 0
-    sampler: Any = "tpe"                   # a name, or {name: tpe, <sampler kwargs>}
-    pruner: Any = "median"                 # a name ("none" disables), or {name: ..., <kwargs>}
-    monitor: str = "val_loss"
-    mode: str = "auto"
-    patience: Optional[int] = None         # per-member early stopping (default: callbacks.early_stopping)
-    population_size: Optional[int] = None  # points per population (default: all / 8 for optuna)
-    max_members: Optional[int] = None
-    strategy: str = "auto"
-    storage: Optional[str] = None          # an Optuna storage URL (default: study.db in the sweep dir)
-    study: Optional[str] = None            # the study name (default: the config's name)
-    heartbeat_interval: int = 10           # seconds; a worker silent for grace_period loses its trials
-    grace_period: int = 30
-    params: Any = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- distributions
@@ -184,8 +162,8 @@ def parse_distribution(where: str, raw: Any) -> Distribution:
             return Uniform(float(low), float(high), log=kind == "loguniform")
         if kind == "int":
             return IntRange(*_range_bounds(where, kind, body, integer=True))
-        close = difflib.get_close_matches(str(kind), DISTRIBUTIONS, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
+        hint = did_you_mean(kind, DISTRIBUTIONS, quote=False)
+        hint = f"{hint} " if hint else ""
         raise ConfigError(f"{where}: unknown distribution {kind!r} — {hint}valid: "
                           f"{', '.join(DISTRIBUTIONS)}, or a list of values")
     if not isinstance(raw, list):
@@ -208,7 +186,11 @@ def _not_a_list(where: str, raw: Any):
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
-    """A checked `sweep:` section (see SweepSchema for each field's meaning and default)."""
+    """A checked `sweep:` section (see fdl.config.schema.SweepConfig for each field's meaning).
+
+    Members stop early, lower their learning rate and restore their best state
+    as the config's `callbacks:` section says, as in `fdl train`.
+    """
 
     method: str
     seeds: int
@@ -218,7 +200,6 @@ class SweepSpec:
     pruner: dict
     monitor: str
     mode: str                              # "min" or "max" (auto resolved)
-    patience: int | None
     population_size: int                   # points (trials) per population
     max_members: int | None
     strategy: str
@@ -270,8 +251,8 @@ def _resolve_mode(monitor: str, mode: str) -> str:
 def _check_monitor(monitor: str, config: DictConfig) -> None:
     logged = ["loss", "val_loss"] + [f"{p}{m}" for m in config.metrics for p in ("", "val_")]
     if monitor not in logged:
-        close = difflib.get_close_matches(monitor, logged, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
+        hint = did_you_mean(monitor, logged, quote=False)
+        hint = f"{hint} " if hint else ""
         raise ConfigError(f"sweep.monitor: {monitor!r} is not logged — {hint}logged: {', '.join(logged)}")
 
 
@@ -289,20 +270,20 @@ def parse_sweep(config: DictConfig) -> SweepSpec:
       ConfigError: no sweep section, an unknown sweep key, a bad method,
         sampler, pruner or monitor, and every params problem (see `check_params`).
     """
-    from fdl.population.search import check_pruner, check_sampler  # search imports this module
+    from fdl.runs.sweep.samplers import check_pruner, check_sampler  # Optuna: the sweep extra
 
     if config.get("sweep") is None:
         raise ConfigError("config has no sweep: section — add one (see configs/mnist1d_mlp_sweep.yaml)")
     raw = OmegaConf.to_container(config.sweep, resolve=True)
-    check_keys(raw, SweepSchema, prefix="sweep.")
-    section = {**dataclasses.asdict(SweepSchema()), **raw}
+    check_keys(raw, SweepConfig, prefix="sweep.")
+    section = {**dataclasses.asdict(SweepConfig()), **raw}
     if section["method"] not in METHODS:
         raise ConfigError(f"sweep.method: expected one of {', '.join(METHODS)}, got {section['method']!r}")
     for key in ("seeds", "heartbeat_interval", "grace_period"):
         _positive(f"sweep.{key}", section[key])
     if not isinstance(section["sampler_seed"], int) or section["sampler_seed"] < 0:
         raise ConfigError(f"sweep.sampler_seed: expected an int >= 0, got {section['sampler_seed']!r}")
-    for key in ("num_samples", "population_size", "max_members", "patience"):
+    for key in ("num_samples", "population_size", "max_members"):
         _positive(f"sweep.{key}", section[key], allow_none=True)
     params = check_params(section["params"], config, section["method"])
     _check_monitor(section["monitor"], config)
@@ -313,12 +294,10 @@ def parse_sweep(config: DictConfig) -> SweepSpec:
     points = len(grid_points(params)) if section["method"] == "grid" else \
         1 if not params else num_samples
     default_population = min(points, 8) if section["method"] == "optuna" else points
-    stop = config.callbacks.early_stopping
     return SweepSpec(
         method=section["method"], seeds=section["seeds"], num_samples=points,
         sampler_seed=section["sampler_seed"], sampler=sampler, pruner=pruner,
         monitor=section["monitor"], mode=_resolve_mode(section["monitor"], section["mode"]),
-        patience=section["patience"] or (stop.patience if stop.enabled else None),
         population_size=section["population_size"] or default_population,
         max_members=section["max_members"], strategy=section["strategy"],
         storage=section["storage"], study=section["study"],
@@ -352,8 +331,7 @@ def check_key(key: str, config: DictConfig) -> None:
             return  # a free-form mapping: model.args.dropout is for the model to accept
         else:
             keys = [k for k in _leaf_keys(config) if k != "sweep"]
-            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]}?" if close else "valid keys are those of the base " \
+            hint = did_you_mean(key, keys, quote=False) or "valid keys are those of the base " \
                 "config (fdl.config.schema), e.g. optimizer.learning_rate"
             raise ConfigError(f"sweep.params.{key}: not a key of the base config — {hint}")
 

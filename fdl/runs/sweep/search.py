@@ -21,87 +21,23 @@ shares work but has no heartbeat, so a killed worker's trials stay RUNNING there
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import socket
 import threading
 import time
-import warnings
 from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
 
 from fdl.config.load import ConfigError
-from fdl.losses import unknown_name_message
-from fdl.population.spec import Choice, SweepSpec, encode_value
+from fdl.runs.sweep.samplers import make_pruner, make_sampler, quiet_optuna
+from fdl.runs.sweep.spec import Choice, SweepSpec, encode_value
 
-SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
-            "qmc": "QMCSampler", "gp": "GPSampler", "nsgaii": "NSGAIISampler",
-            "nsgaiii": "NSGAIIISampler", "bruteforce": "BruteForceSampler"}
-PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner",
-           "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
-           "threshold": "ThresholdPruner", "wilcoxon": "WilcoxonPruner", "none": "NopPruner"}
 MAX_RETRY = 3           # a trial whose worker died this many times is given up
 READY_TIMEOUT_S = 120   # how long a worker waits for the study's creator to enqueue its points
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "fdl_worker"   # host:pid of the worker that holds (held) a trial
-
-
-def _optuna_class(where: str, spec: dict, names: dict, module):
-    """The Optuna class `spec["name"]` names (a short name or the class name) and its kwargs."""
-    name = spec["name"]
-    class_name = names.get(name, name if name in names.values() else None)
-    if class_name is None:
-        raise ConfigError(f"{where}: {unknown_name_message(where.split('.')[-1], name, names)}")
-    cls = getattr(module, class_name)
-    arguments = {k: v for k, v in spec.items() if k != "name"}
-    valid = list(inspect.signature(cls).parameters)
-    for key in arguments:
-        if key not in valid:
-            raise ConfigError(f"{where}: {unknown_name_message(f'{name} argument', key, valid)}")
-    return cls, arguments
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silences Optuna's 'experimental' notices and its advice to use Study.optimize with
-    heartbeats: ask-and-tell is the point here, and heartbeats are recorded by `heartbeat`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-        yield
-
-
-def _build(where: str, cls, arguments: dict):
-    with _quiet():
-        try:
-            return cls(**arguments)
-        except (TypeError, ValueError, ImportError) as error:
-            raise ConfigError(f"{where}: {cls.__name__}: {error}") from None
-
-
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The sampler `sweep.sampler` names, seeded with `sweep.sampler_seed` when it takes a seed."""
-    cls, arguments = _optuna_class("sweep.sampler", spec.sampler, SAMPLERS, optuna.samplers)
-    if "seed" in inspect.signature(cls).parameters:
-        arguments.setdefault("seed", spec.sampler_seed)
-    return _build("sweep.sampler", cls, arguments)
-
-
-def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    """The pruner `sweep.pruner` names (optuna sweeps only; grid and random never prune)."""
-    if spec.method != "optuna":
-        return optuna.pruners.NopPruner()
-    return _build("sweep.pruner", *_optuna_class("sweep.pruner", spec.pruner, PRUNERS, optuna.pruners))
-
-
-def check_sampler(sampler: dict) -> None:
-    _build("sweep.sampler", *_optuna_class("sweep.sampler", sampler, SAMPLERS, optuna.samplers))
-
-
-def check_pruner(pruner: dict) -> None:
-    _build("sweep.pruner", *_optuna_class("sweep.pruner", pruner, PRUNERS, optuna.pruners))
 
 
 def make_storage(url: str, spec: SweepSpec) -> optuna.storages.BaseStorage:
@@ -117,7 +53,7 @@ def make_storage(url: str, spec: SweepSpec) -> optuna.storages.BaseStorage:
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(5):  # workers started together race to create the tables
         try:
-            with _quiet():
+            with quiet_optuna():
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval,
                     grace_period=spec.grace_period,
@@ -217,7 +153,7 @@ def _ask(study: optuna.Study, storage, count: int, enqueued_only: bool) -> list[
     """
     trials = []
     for _ in range(count):
-        with _quiet():
+        with quiet_optuna():
             trial = study.ask()
         # Trial has no public id; the storage API (heartbeats, get_trial) takes it.
         if has_heartbeat(storage):
@@ -232,7 +168,7 @@ def _ask(study: optuna.Study, storage, count: int, enqueued_only: bool) -> list[
 
 def give_back(study: optuna.Study, trials: list[optuna.Trial]) -> None:
     """Fails trials this worker cannot finish and re-enqueues their points for another worker."""
-    with _quiet():
+    with quiet_optuna():
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)
     for trial in trials:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
@@ -248,7 +184,7 @@ def work(study: optuna.Study, storage, spec: SweepSpec,
     """
     trained = 0
     while True:
-        with _quiet():
+        with quiet_optuna():
             optuna.storages.fail_stale_trials(study)
         tally = counts(study)
         finished = sum(tally[s] for s in FINISHED)

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from fdl.cli.main import main
 from fdl.config import load_config
-from fdl.population import sweep as population_sweep
+from fdl.runs.sweep import driver as population_sweep
 
 TINY = """
 data: {name: mnist1d, limit_train: 200, val_fraction: 0.25}

@@ -6,7 +6,7 @@ import pytest
 from optuna.trial import TrialState
 
 from fdl.config import load_config
-from fdl.population import parse_sweep, run_sweep, search
+from fdl.runs.sweep import parse_sweep, run_sweep, samplers, search
 
 TINY = """
 data: {name: mnist1d, limit_train: 200, val_fraction: 0.25}
@@ -37,7 +37,7 @@ class OddTrialsPruner(optuna.pruners.BasePruner):
 @pytest.fixture
 def odd_trials_pruner(monkeypatch):
     monkeypatch.setattr(optuna.pruners, "OddTrialsPruner", OddTrialsPruner, raising=False)
-    monkeypatch.setitem(search.PRUNERS, "odd_trials", "OddTrialsPruner")
+    monkeypatch.setitem(samplers.PRUNERS, "odd_trials", "OddTrialsPruner")
 
 
 def tiny(tmp_path, text=TINY):
@@ -50,14 +50,14 @@ def tiny(tmp_path, text=TINY):
 def test_samplers_and_pruners_by_name(tmp_path):
     spec = parse_sweep(tiny(tmp_path, TINY.replace("pruner: odd_trials", "pruner: {name: threshold, lower: 0.2}")
                                         .replace("method: optuna", "method: optuna\n  sampler: {name: random}")))
-    sampler, pruner = search.make_sampler(spec), search.make_pruner(spec)
+    sampler, pruner = samplers.make_sampler(spec), samplers.make_pruner(spec)
     assert isinstance(sampler, optuna.samplers.RandomSampler) and isinstance(pruner, optuna.pruners.ThresholdPruner)
     first = [sampler.sample_independent(None, None, "x", optuna.distributions.FloatDistribution(0, 1))
              for _ in range(3)]
-    again = search.make_sampler(spec)
+    again = samplers.make_sampler(spec)
     assert first == [again.sample_independent(None, None, "x", optuna.distributions.FloatDistribution(0, 1))
                      for _ in range(3)]  # seeded by sweep.sampler_seed
-    assert isinstance(search.make_pruner(spec.__class__(**{**spec.__dict__, "method": "grid"})),
+    assert isinstance(samplers.make_pruner(spec.__class__(**{**spec.__dict__, "method": "grid"})),
                       optuna.pruners.NopPruner)  # grid and random never prune
 
 

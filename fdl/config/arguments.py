@@ -1,0 +1,140 @@
+"""The arguments of a run, built from a config in ONE place for `fdl train` and `fdl sweep`.
+
+    arguments = build_arguments(load_config("configs/mnist1d_mlp.yaml"))
+    state, history = fdl.fit(arguments.model, arguments.data.dataset.train,
+                             val=arguments.data.dataset.val, **arguments.fit_arguments())
+    result = fdl.population.train_population(arguments.model, ..., **arguments.population_arguments())
+
+Every key of the `training:` and `callbacks:` sections reaches `fit` from here,
+and a population gets the same values; a key a population cannot honour is a
+one-line ConfigError naming it (`population_arguments`), never dropped.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from omegaconf import DictConfig, OmegaConf
+
+from fdl import nn
+from fdl.config.build import (PreparedData, build_augment, build_custom_callbacks, build_data, build_loss,
+                              build_model, build_optimizer, optimizer_arguments)
+from fdl.config.load import ConfigError
+from fdl.config.schema import CallbacksConfig
+from fdl.nn.core import ShapeError
+from fdl.train import callbacks as cb
+
+__all__ = ["RunArguments", "build_arguments", "check_model_fits_data", "check_population_keys",
+           "CLASSIFICATION_METRICS"]
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "confusion_matrix", "roc_auc", "top")
+
+
+def check_model_fits_data(model: nn.Layer, input_shape) -> tuple:
+    """The model's output shape for the data's examples, or a ConfigError saying why not."""
+    try:
+        return nn.output_shape(model, input_shape)
+    except ShapeError as error:
+        raise ConfigError(f"model: {error} (the data's examples have shape {tuple(input_shape)})") from None
+
+
+def _check_metrics(config: DictConfig) -> None:
+    """A model that reconstructs its input gets no classification metric."""
+    if config.data.target != "input":
+        return
+    wrong = [m for m in config.metrics if str(m).startswith(CLASSIFICATION_METRICS)]
+    if wrong:
+        raise ConfigError(f"metrics: {', '.join(wrong)} need class labels, but data.target is 'input' "
+                          "(the model reconstructs its input) — use metrics: [mse, mae] or []")
+
+
+def check_population_keys(config: DictConfig) -> None:
+    """Refuses, by name, the keys a population cannot honour (checked before a sweep starts).
+
+    Raises:
+      ConfigError: `training.fused: false`, or a non-default `callbacks.checkpoint` key.
+    """
+    if not config.training.fused:
+        raise ConfigError("training.fused: false — a population always trains its members in one "
+                          "fused program per epoch (the numbers are the same); remove the key")
+    default = OmegaConf.structured(CallbacksConfig).checkpoint
+    for key in ("monitor", "mode"):
+        if config.callbacks.checkpoint[key] != default[key]:
+            raise ConfigError(f"callbacks.checkpoint.{key}: a sweep writes no checkpoints — remove "
+                              "the key (train the best point with `fdl train best.yaml`)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArguments:
+    """What a run config builds, built once: the data, model, loss, optimizer and the callbacks.
+
+    Attributes:
+      config: the loaded config it was built from.
+      data: the prepared dataset and its fitted preprocessing.
+      model, loss, augment: the built objects (`fdl.fit`'s arguments of those names).
+      optimizer: `fdl.optim.make_optimizer` keyword arguments.
+    """
+
+    config: DictConfig
+    data: PreparedData
+    model: nn.Layer
+    loss: object
+    augment: object
+    optimizer: dict
+
+    def callbacks(self) -> list:
+        """Fresh callbacks as `callbacks:` asks: EarlyStopping, ReduceLROnPlateau and the `custom`
+        ones by import path (a new set on every call: one per population member)."""
+        section, built = self.config.callbacks, []
+        stop = section.early_stopping
+        if stop.enabled:
+            built.append(cb.EarlyStopping(stop.monitor, patience=stop.patience, mode=stop.mode,
+                                          min_delta=stop.min_delta, restore_best=stop.restore_best))
+        plateau = section.reduce_lr_on_plateau
+        if plateau.enabled:
+            built.append(cb.ReduceLROnPlateau(plateau.monitor, factor=plateau.factor,
+                                              patience=plateau.patience, mode=plateau.mode,
+                                              min_delta=plateau.min_delta, cooldown=plateau.cooldown,
+                                              min_learning_rate=plateau.min_learning_rate))
+        return built + build_custom_callbacks(self.config)
+
+    def fit_arguments(self) -> dict:
+        """`fdl.fit` keyword arguments: every key of `training:` and the config's callbacks."""
+        training = self.config.training
+        return dict(loss=self.loss, optimizer=build_optimizer(self.config.optimizer),
+                    epochs=training.epochs, batch_size=training.batch_size, metrics=list(self.config.metrics),
+                    callbacks=self.callbacks(), seed=self.config.seed, augment=self.augment,
+                    fused=training.fused, eval_batch_size=training.eval_batch_size, verbose=training.verbose)
+
+    def population_arguments(self) -> dict:
+        """`fdl.population.train_population` keyword arguments (members apart) for the same run.
+
+        Raises:
+          ConfigError: naming a key a population cannot honour.
+        """
+        check_population_keys(self.config)
+        training = self.config.training
+        return dict(loss=self.loss, optimizer=self.optimizer, epochs=training.epochs,
+                    batch_size=training.batch_size, metrics=list(self.config.metrics),
+                    callbacks=self.callbacks, augment=self.augment,
+                    eval_batch_size=training.eval_batch_size, verbose=training.verbose)
+
+
+def build_arguments(config: DictConfig, data: PreparedData | None = None) -> RunArguments:
+    """Builds everything `config` describes, checked against each other once.
+
+    Args:
+      config: a loaded config (`fdl.config.load_config`).
+      data: the prepared data when the caller already has it (a sweep shares it
+        between groups); else it is built from `config.data` and `config.seed`.
+
+    Raises:
+      ConfigError: a section that cannot be built, or a model that does not take
+        the data's examples (one line, key path).
+    """
+    data = data if data is not None else build_data(config.data, config.seed)
+    model = build_model(config.model)
+    check_model_fits_data(model, data.dataset.feature_shape)
+    _check_metrics(config)
+    build_optimizer(config.optimizer)  # a bad optimizer section fails here, before any training
+    return RunArguments(config=config, data=data, model=model, loss=build_loss(config.loss),
+                        augment=build_augment(config.data), optimizer=optimizer_arguments(config.optimizer))

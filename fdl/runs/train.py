@@ -1,0 +1,136 @@
+"""One training run from a config: build, fit, evaluate, and leave a complete run directory.
+
+    result = train_from_config(load_config("configs/mnist1d_cnn.yaml"))
+
+The run directory's files are those of `fdl.records.RunDir`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from omegaconf import DictConfig
+
+from fdl import records
+from fdl.config import ConfigError, RunArguments, build_arguments, load_config, to_yaml
+from fdl.metrics import get_metrics, infer_num_classes
+from fdl.nn import output_shape
+from fdl.records import RunDir
+from fdl.train import Evaluator, NonFiniteLossError, TrainState, fit, init_train_state, load_checkpoint, save_checkpoint
+from fdl.train.callbacks import ModelCheckpoint
+
+__all__ = ["RunResult", "train_from_config", "resume_run", "split_evaluator"]
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: RunDir
+    state: TrainState
+    history: list
+    summary: dict
+
+
+def split_evaluator(arguments: RunArguments, *, confusion: bool = False) -> Evaluator:
+    """The Evaluator of a run's loss and metrics (and the confusion matrix when asked)."""
+    config, dataset = arguments.config, arguments.data.dataset
+    num_classes = infer_num_classes(output_shape(arguments.model, dataset.feature_shape))
+    names = list(config.metrics) + (["confusion_matrix"] if confusion else [])
+    metrics = get_metrics(names, num_classes or (2 if dataset.num_classes == 2 else None))
+    return Evaluator(arguments.model, loss=arguments.loss, metrics=metrics,
+                     batch_size=config.training.eval_batch_size)
+
+
+def _open_run_dir(config: DictConfig) -> RunDir:
+    if config.output.dir is None:
+        return RunDir.create(config.output.base, config.name)
+    try:
+        return RunDir.new(config.output.dir)
+    except FileExistsError as error:
+        raise ConfigError(f"output.dir: {error}, or leave output.dir unset for runs/<name>-<timestamp>") from None
+
+
+def train_from_config(config: DictConfig, *, resume: str | os.PathLike | None = None) -> RunResult:
+    """Trains the run `config` describes and writes its run directory.
+
+    Args:
+      config: a loaded config (`load_config`).
+      resume: a run directory to continue: its last checkpoint is the starting
+        state (exactly: the same batches and keys follow) and its files are
+        extended; train up to `config.training.epochs`.
+
+    Raises:
+      ConfigError: a config section that cannot be built (one line, key path).
+      NonFiniteLossError: after writing what the run had (the last finite state
+        to the last_finite checkpoint and the summary with the error).
+    """
+    arguments = build_arguments(config)
+    dataset = arguments.data.dataset
+    fit_arguments = arguments.fit_arguments()
+    state = None
+    if resume is None:
+        run_dir = _open_run_dir(config)
+    else:
+        run_dir = RunDir(resume)
+        template = init_train_state(arguments.model, dataset.feature_shape, fit_arguments["optimizer"],
+                                    config.seed)
+        state, _ = load_checkpoint(run_dir.checkpoint("last"), template)
+    config_text = to_yaml(config)
+    run_dir.write_config(config_text)
+    run_dir.write_env(records.environment(config.seed, config_text))
+    if arguments.data.stats is not None:
+        run_dir.write_preprocess(arguments.data.preprocess, arguments.data.stats)
+    checkpoints = config.callbacks.checkpoint
+    fit_arguments["callbacks"] += [
+        ModelCheckpoint(best=run_dir.checkpoint("best"), last=run_dir.checkpoint("last"),
+                        monitor=checkpoints.monitor, mode=checkpoints.mode),
+        records.RunRecorder(run_dir, tensorboard=config.output.tensorboard, plots=config.output.plots)]
+    start = time.perf_counter()
+    try:
+        state, history = fit(arguments.model, dataset.train, val=dataset.val, state=state, **fit_arguments)
+    except NonFiniteLossError as error:
+        save_checkpoint(run_dir.checkpoint("last_finite"), error.state,
+                        metadata={"epoch": error.epoch, "error": str(error)})
+        run_dir.write_summary({"error": str(error), "epochs": len(error.history)})
+        raise
+    summary = _write_summary(run_dir, arguments, state, history, time.perf_counter() - start)
+    return RunResult(run_dir, state, history, summary)
+
+
+def resume_run(run_dir: str | os.PathLike, overrides=()) -> RunResult:
+    """Continues the run in `run_dir` from its last checkpoint (`fdl train --resume DIR`).
+
+    `overrides` apply to its config, e.g. ["training.epochs=300"] to train longer.
+    """
+    try:
+        run_dir = RunDir.existing(run_dir)
+    except FileNotFoundError as error:
+        raise ConfigError(f"--resume: {error}") from None
+    if not run_dir.checkpoint("last").is_file():
+        raise ConfigError(f"--resume {str(run_dir.path)!r}: no last checkpoint — pass a run directory "
+                          "written by `fdl train`")
+    return train_from_config(load_config(run_dir.config_path, overrides), resume=run_dir.path)
+
+
+def _write_summary(run_dir: RunDir, arguments: RunArguments, state: TrainState, history: list,
+                   wall_time: float) -> dict:
+    """Evaluates every split, draws the confusion matrix, writes the summary; returns it."""
+    config, dataset = arguments.config, arguments.data.dataset
+    classifier = dataset.num_classes is not None
+    evaluator = split_evaluator(arguments, confusion=classifier)
+    scores = {name: evaluator.evaluate(state.params, state.model_state, split.x, split.y)
+              for name, split in dataset.splits().items()}
+    if classifier and config.output.plots:
+        shown = "test" if "test" in scores else "val" if "val" in scores else "train"
+        records.plot_confusion_matrix(scores[shown].pop("confusion_matrix"), run_dir.plot("confusion_matrix"),
+                                      class_names=dataset.class_names, title=f"{config.name} ({shown})")
+    for split_scores in scores.values():
+        split_scores.pop("confusion_matrix", None)
+    train_seconds = sum(row["time_s"] for row in history)
+    steps_per_epoch = len(dataset.train.x) // config.training.batch_size
+    last_epoch = history[-1]["epoch"] if history else int(state.step) // steps_per_epoch
+    summary = records.run_summary(scores, epochs=last_epoch, steps=last_epoch * steps_per_epoch,
+                                  wall_time_s=wall_time, steps_per_s=len(history) * steps_per_epoch
+                                  / train_seconds if train_seconds else 0.0)
+    run_dir.write_summary(summary)
+    return summary
