@@ -72,7 +72,7 @@ def run_predict(args) -> int:
         write_bytes(args.out, buffer.getvalue())
         print(f"predictions {outputs.shape} written to {args.out}")
     else:
-        print(json.dumps({"shape": list(outputs.shape), "argmax": np.argmax(outputs, -1).tolist()[:20]}))
+        print(json.dumps({"shape": list(outputs.shape), "argmax": to_python(np.argmax(outputs, -1)[:20])}))
     return 0
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+__all__ = ["EXAMPLES", "build_parser", "main"]
+
+
 EXAMPLES = {
     "train": "examples:\n  fdl train configs/mnist1d_cnn.yaml\n"
              "  fdl train configs/mnist1d_mlp.yaml --set optimizer.learning_rate=3e-4 --set seed=1\n"

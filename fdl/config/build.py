@@ -22,10 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 from fdl import data as fdl_data
 from fdl import losses, nn
 from fdl.config.load import ConfigError, check_loss_section
-from fdl.errors import closest, unknown_name_message
+from fdl.errors import did_you_mean, unknown_name_message
 from fdl.nn.models import MODELS
 from fdl.optim import make_optimizer
 from fdl.train import callbacks as cb
+
+__all__ = [
+    "COMBINATORS", "LAYERS", "AUGMENTS", "import_target", "build_layer", "build_model",
+    "build_loss", "optimizer_arguments", "build_optimizer", "build_augment", "PreparedData",
+    "build_data", "build_custom_callbacks",
+]
+
 
 COMBINATORS = {"serial": nn.serial, "parallel": nn.parallel, "residual": nn.residual}
 LAYERS: dict[str, Callable[..., nn.Layer]] = {
@@ -61,8 +68,9 @@ def import_target(path: Any, where: str) -> Callable:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"{where}: cannot import {path!r} ({reason}) — {_IMPORT_FIX}") from None
     if not hasattr(module, attribute):
-        match = closest(attribute, [name for name in dir(module) if not name.startswith("_")])
-        also = f"; did you mean {module_name}.{match}?" if match else ""
+        hint = did_you_mean(attribute, [name for name in dir(module) if not name.startswith("_")],
+                            quote=False, prefix=f"{module_name}.")
+        also = f"; {hint}" if hint else ""
         raise ConfigError(f"{where}: cannot import {path!r} (module {module_name!r} has no attribute "
                           f"{attribute!r}{also}) — {_IMPORT_FIX}")
     target = getattr(module, attribute)
@@ -75,8 +83,7 @@ def _target_spec(spec: dict, where: str, keys: tuple[str, ...]) -> tuple[str, di
     """Checks a `{target: ..., args: {...}}` mapping; returns (target, args)."""
     for key in spec:
         if key not in keys:
-            match = closest(key, keys)
-            hint = f"did you mean {where}.{match}?" if match else f"valid: {', '.join(keys)}"
+            hint = did_you_mean(key, keys, quote=False, prefix=f"{where}.") or f"valid: {', '.join(keys)}"
             raise ConfigError(f"{where}.{key}: unknown key — {hint}")
     if spec.get("target") is None:
         raise ConfigError(f"{where}.target: missing — give {{target: module.attribute, args: {{...}}}}")

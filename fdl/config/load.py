@@ -27,11 +27,17 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fdl import losses
 from fdl.config.schema import OptimizerConfig, RunConfig
-from fdl.errors import closest, unknown_name_message
+from fdl.errors import closest, did_you_mean, unknown_name_message
 from fdl.optim import OPTIMIZERS
 
 # The keys of the optimizer section that fdl.optim.make_optimizer itself takes; any
 # other key is an argument of the optax alias.
+__all__ = [
+    "COMMON_OPTIMIZER_KEYS", "ConfigError", "alias_arguments", "check_keys", "check_optimizer_section",
+    "check_loss_section", "merge_config", "parse_overrides", "load_config", "to_yaml",
+]
+
+
 COMMON_OPTIMIZER_KEYS = ("name", "learning_rate", "schedule", "clip_global_norm", "weight_decay",
                          "accumulate_steps")
 # Sections that take keys beyond their schema's (checked after the merge, see above).
@@ -148,8 +154,7 @@ def check_keys(raw: dict, schema=RunConfig, prefix: str = "", source: str = "") 
         if key not in fields:
             if schema in _OPEN_SECTIONS:
                 continue
-            match = closest(key, fields)
-            hint = f"did you mean {prefix}{match}?" if match else f"valid: {', '.join(fields)}"
+            hint = did_you_mean(key, fields, quote=False, prefix=prefix) or f"valid: {', '.join(fields)}"
             where = f"{source}: " if source else ""
             raise ConfigError(f"{where}{path}: unknown key — {hint}")
         section = _section_schema(fields[key])
@@ -171,7 +176,7 @@ def _origin(origins: Mapping[str, str] | None, key: str) -> str:
     return f"{source}: " if source else ""
 
 
-def _alias_arguments(name: str) -> list[str]:
+def alias_arguments(name: str) -> list[str]:
     """The arguments of optax alias `name` the section may set (learning_rate is typed)."""
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     return [key for key, parameter in inspect.signature(OPTIMIZERS[name]).parameters.items()
@@ -189,13 +194,13 @@ def check_optimizer_section(section: Mapping, origins: Mapping[str, str] | None 
     if name not in OPTIMIZERS:
         raise ConfigError(f"{_origin(origins, 'optimizer.name')}optimizer.name: "
                           f"{unknown_name_message('optimizer', name, OPTIMIZERS)}")
-    arguments = _alias_arguments(name)
+    arguments = alias_arguments(name)
     for key, value in section.items():
         if key in COMMON_OPTIMIZER_KEYS or key in arguments or value is None:
             continue
         match = closest(key, [*COMMON_OPTIMIZER_KEYS, *arguments])
         problem = "unknown key" if match in COMMON_OPTIMIZER_KEYS else f"not an argument of optax {name}"
-        hint = f"did you mean optimizer.{match}?" if match else \
+        hint = did_you_mean(key, [*COMMON_OPTIMIZER_KEYS, *arguments], quote=False, prefix="optimizer.") or \
             f"valid: {', '.join([*COMMON_OPTIMIZER_KEYS[1:], *arguments])}"
         raise ConfigError(f"{_origin(origins, f'optimizer.{key}')}optimizer.{key}: {problem} — {hint}")
 

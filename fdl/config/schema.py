@@ -17,6 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 
+__all__ = [
+    "DataConfig", "ModelConfig", "LossConfig", "OptimizerConfig", "TrainingConfig",
+    "EarlyStoppingConfig", "ReduceLROnPlateauConfig", "CheckpointConfig", "CallbacksConfig",
+    "OutputConfig", "SweepConfig", "RunConfig",
+]
+
+
 @dataclass
 class DataConfig:
     name: str = "mnist1d"                  # fdl.data.load name: mnist1d, mnist, fashion_mnist, npz, csv

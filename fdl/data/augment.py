@@ -6,8 +6,10 @@ for ONE example (channels-last: (features,), (length, channels) or
 key per example, inside the compiled step:
 
     >>> augment = compose(random_shift(4), gaussian_noise(0.05))
-    >>> keys = jax.random.split(key, batch_size)
-    >>> x_batch = jax.vmap(augment)(keys, x_batch)
+    >>> x_batch = np.zeros((8, 40, 1), np.float32)          # (batch, length, channels)
+    >>> keys = jax.random.split(jax.random.key(0), len(x_batch))
+    >>> jax.vmap(augment)(keys, x_batch).shape
+    (8, 40, 1)
 
 The same key gives the same output. `mixup` is the exception: it mixes
 examples with each other, so it takes and returns whole batches.

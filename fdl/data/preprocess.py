@@ -141,8 +141,10 @@ def preprocess(dataset: Dataset, method: str, **fit_kwargs) -> tuple[Dataset, Na
         run; rebuild with e.g. `StandardizeStats(**saved)`.
 
     Example:
-        >>> ds, stats = preprocess(load("mnist1d"), "standardize")
-        >>> x_new = transform("standardize", stats, x_new)  # at predict time
+        >>> ds, stats = preprocess(fdl.data.load("mnist1d"), "standardize")
+        >>> np.allclose(ds.train.x.mean(0), 0, atol=1e-5), np.allclose(ds.train.x.std(0), 1, atol=1e-4)
+        (True, True)
+        >>> x_new = transform("standardize", stats, x_test)  # raw inputs, at predict time
     """
     fit, apply = _method(method)
     stats = fit(dataset.train.x, **fit_kwargs)

@@ -3,8 +3,11 @@
 `load(name, path=None, **kwargs)` is the one entry point a config uses:
 
     >>> ds = load("mnist1d")                       # generated once, then cached
-    >>> ds = load("mnist", path="~/data/mnist")    # four IDX files, never downloaded
+    >>> ds = load("mnist", path="data/mnist")      # four IDX files, never downloaded
+    >>> np.savez("my_data.npz", x=np.zeros((6, 3)), y=np.arange(6) % 2)
     >>> ds = load("npz", path="my_data.npz")       # see `load_npz`
+    >>> ds.train.x.shape, ds.num_classes
+    ((6, 3), 2)
 
 Every source validates what it returns (`fdl.data.validate`): features are
 float32, class labels int32, values finite. Nothing here downloads: MNIST and
@@ -73,18 +76,30 @@ def from_arrays(x, y=None, *, x_val=None, y_val=None, x_test=None, y_test=None,
                                 None if labels is None else np.asarray(labels))
               for split_name, (features, labels) in given.items() if features is not None}
     if num_classes is None:
-        num_classes = _infer_num_classes([split.y for split in splits.values()])
+        num_classes = _infer_num_classes({name: split.y for name, split in splits.items()})
     dataset = Dataset(name=name, num_classes=num_classes,
                       class_names=None if class_names is None else tuple(class_names), **splits)
     return validate_dataset(dataset)
 
 
-def _infer_num_classes(label_arrays) -> int | None:
-    """1 + the largest integer label over all splits, or None for float/absent labels."""
-    labels = [y for y in label_arrays if y is not None and y.size]
-    if not labels or any(y.dtype.kind not in "iub" for y in labels):
+def _infer_num_classes(labels_by_split: dict) -> int | None:
+    """1 + the largest integer label over all splits, or None for float/absent labels.
+
+    Raises:
+      ValueError: some splits hold integer class labels and others float targets (a
+        float split would silently turn the whole dataset into regression).
+    """
+    labels = {name: y for name, y in labels_by_split.items() if y is not None and y.size}
+    integral = {name: y.dtype.kind in "iub" for name, y in labels.items()}
+    if not labels or not all(integral.values()):
+        if any(integral.values()):
+            ints = next(name for name, kind in integral.items() if kind)
+            floats = next(name for name, kind in integral.items() if not kind)
+            raise ValueError(f"y_{floats} holds floats ({labels[floats].dtype}) but y_{ints} holds "
+                             f"integer class labels ({labels[ints].dtype}) — give every split the same "
+                             "kind of target, or pass num_classes= for classification")
         return None
-    return 1 + max(int(y.max()) for y in labels)
+    return 1 + max(int(y.max()) for y in labels.values())
 
 
 def load_npz(path, x_key: str = "x", y_key: str | None = "y", *,

@@ -30,6 +30,9 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32_EXACT_INT = 2**24  # every integer with |v| <= 2**24 is exact in float32
 
 
+__all__ = ["as_float32", "as_class_labels", "validate_dataset", "check_input_shape"]
+
+
 def _first_true(mask: np.ndarray) -> tuple[int, ...]:
     """Index of the first True of `mask` in C order (the smallest example index first)."""
     return tuple(int(i) for i in np.unravel_index(np.argmax(mask), mask.shape))

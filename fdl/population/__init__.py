@@ -7,9 +7,11 @@ owns the compiled programs; `train_population` is the one-call form. Sweeps
 over configs live in `fdl.runs.sweep`.
 
 Example:
-  >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(8)]
+  >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(2)]
   >>> result = fdl.population.train_population(model, train, val, members=members,
-  ...                                          optimizer={"name": "adam"}, epochs=20, batch_size=100)
+  ...                                          optimizer={"name": "adam"}, epochs=2, batch_size=100)
+  >>> len(result.final), result.final[0]["epoch"]
+  (4, 2)
 """
 from fdl.population.members import (MemberSpec, Population, PopulationResult, evaluate_population,
                                     make_population_epoch, train_population)

@@ -42,6 +42,7 @@ from fdl.nn.core import Layer, batched
 from fdl.nn.summary import output_shape
 from fdl.optim import current_learning_rate, get_hyperparameter, make_optimizer, set_hyperparameter
 from fdl.train.callbacks import Callback, Monitor
+from fdl.train.checks import check_data, check_positive_int
 from fdl.train.epoch import make_train_epoch
 from fdl.train.evaluate import padded_batches
 from fdl.train.state import TrainState, init_train_state
@@ -358,8 +359,15 @@ class Population:
         if not members:
             raise ValueError("train_population: members is empty — give at least one MemberSpec")
         monitor = monitor or ("val_loss" if val is not None else "loss")
+        epochs = check_positive_int("epochs", epochs)
         x, y = as_arrays(train)
+        n, _, y = check_data("train", self.model, x, y, loss=self.loss)
+        check_positive_int("batch_size", self.batch_size, maximum=n)
         input_shape = tuple(x.shape[1:])
+        if val is not None:
+            x_val, y_val = as_arrays(val, "val")
+            val = (x_val, check_data("val", self.model, x_val, y_val, loss=self.loss,
+                                     expected_shape=input_shape)[2])
         padded = _pad_members(members, len(self.devices))
         population, per_device = len(padded), len(padded) // len(self.devices)
         base = _base_optimizer(padded, self.optimizer)
@@ -432,6 +440,7 @@ class Population:
     def evaluate(self, states: TrainState, data) -> list[dict]:
         """Each member's loss and metrics on `data` ((x, y) or a Split); one compiled call."""
         x, y = as_arrays(data, "test")
+        y = check_data("evaluate", self.model, x, y, loss=self.loss)[2]
         key = ("evaluate", tuple(x.shape[1:]))
         if key not in self._programs:
             evaluate = _make_member_evaluation(self.model, self.loss, self._metrics(tuple(x.shape[1:])))

@@ -13,8 +13,10 @@ used (`pip install "fdl[records]"`). Never imports fdl.config or fdl.cli.
 
 Example:
   >>> run_dir = fdl.records.RunDir.create("runs", "mlp")
-  >>> run_dir.write_env(fdl.records.environment(seed=0))
-  >>> state, history = fdl.fit(model, train, val, callbacks=[fdl.records.RunRecorder(run_dir)])
+  >>> env_path = run_dir.write_env(fdl.records.environment(seed=0))
+  >>> state, history = fdl.fit(model, train, val, epochs=2, callbacks=[fdl.records.RunRecorder(run_dir)])
+  >>> sorted(path.name for path in run_dir.path.iterdir())
+  ['env.json', 'metrics.jsonl', 'plots', 'tensorboard']
 """
 from fdl.records.env import config_sha256, environment, git_info, package_version
 from fdl.records.plots import (

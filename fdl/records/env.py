@@ -17,6 +17,9 @@ import sys
 
 import jax
 
+__all__ = ["PACKAGES", "package_version", "config_sha256", "git_info", "environment"]
+
+
 PACKAGES = ("fdl", "jax", "jaxlib", "optax", "flax", "numpy")
 
 

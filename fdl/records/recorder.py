@@ -18,6 +18,9 @@ from fdl.records.tensorboard import TensorBoardLogger
 from fdl.train.callbacks import Callback, HistoryLogger, Run
 
 
+__all__ = ["RunRecorder"]
+
+
 class RunRecorder(Callback):
     """Records a training run into `run_dir`.
 
@@ -28,7 +31,9 @@ class RunRecorder(Callback):
 
     Example:
       >>> run_dir = fdl.records.RunDir.create("runs", "mlp")
-      >>> fdl.fit(model, train, val, epochs=10, callbacks=[fdl.records.RunRecorder(run_dir)])
+      >>> state, history = fdl.fit(model, train, val, epochs=2, callbacks=[fdl.records.RunRecorder(run_dir)])
+      >>> [logs["epoch"] for logs in fdl.records.read_jsonl(run_dir.metrics_path)]
+      [1, 2]
 
     Args:
       run_dir: the run directory (a path or an fdl.records.RunDir); created if missing.

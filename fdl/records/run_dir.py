@@ -127,9 +127,12 @@ class RunDir:
         plots/  tensorboard/     learning curves and confusion matrix; event files
 
     Example:
-      >>> run_dir = RunDir.create("runs", "mlp")          # runs/mlp-20261201-120000
-      >>> run_dir.write_config(config_text)
+      >>> run_dir = RunDir.create("runs", "mlp")
+      >>> run_dir
+      RunDir('runs/mlp-...')
+      >>> config_path = run_dir.write_config("seed: 0")
       >>> RunDir.existing(run_dir.path).config_text()
+      'seed: 0'
     """
 
     CONFIG, ENV, METRICS, SUMMARY = "config.yaml", "env.json", "metrics.jsonl", "summary.json"

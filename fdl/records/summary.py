@@ -24,6 +24,8 @@ def run_summary(splits: dict[str, dict], *, epochs: int, steps: int, wall_time_s
     Example:
       >>> run_summary({"val": fdl.evaluate(model, state, val), "test": fdl.evaluate(model, state, test)},
       ...             epochs=20, steps=2000, wall_time_s=31.2, steps_per_s=64.1, best_epoch=17)
+      {'val': {'loss': ..., 'accuracy': ...}, 'test': {'loss': ..., 'accuracy': ...},
+       'epochs': 20, 'steps': 2000, 'wall_time_s': 31.2, 'steps_per_s': 64.1, 'best_epoch': 17}
 
     Args:
       splits: split name ("train", "val" or "test") -> {metric: value}, e.g. the

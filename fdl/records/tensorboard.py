@@ -58,7 +58,11 @@ class TensorBoardLogger(Callback):
     and `summary.scalar`.
 
     Example:
-      >>> fdl.fit(model, train, val, epochs=10, callbacks=[TensorBoardLogger("runs/a/tensorboard")])
+      >>> state, history = fdl.fit(model, train, val, epochs=2,
+      ...                          callbacks=[TensorBoardLogger("runs/a/tensorboard")])
+      >>> sorted(read_scalars("runs/a/tensorboard"))    # tag -> [(step, value), ...]
+      ['optim/learning_rate', 'speed/steps_per_s', 'speed/time_s', 'train/loss', 'val/loss']
+
       then `tensorboard --logdir runs`.
 
     Raises:

@@ -22,6 +22,12 @@ from fdl.optim import get_hyperparameter, set_hyperparameter
 from fdl.train.checkpoint import save_checkpoint
 
 
+__all__ = [
+    "Run", "Callback", "LambdaCallback", "as_callback", "Monitor", "EarlyStopping",
+    "ReduceLROnPlateau", "ModelCheckpoint", "HistoryLogger", "ProgressBar", "format_logs",
+]
+
+
 @dataclasses.dataclass
 class Run:
     """What callbacks see and may change during `fit`.
@@ -182,7 +188,11 @@ class ModelCheckpoint(Callback):
     epoch and its logs. Load with `fdl.load_checkpoint(path, target)`.
 
     Example:
-      >>> fdl.fit(..., callbacks=[ModelCheckpoint(best="ckpt/best.ckpt", last="ckpt/last.ckpt")])
+      >>> state, history = fdl.fit(model, train, val, epochs=2,
+      ...                          callbacks=[ModelCheckpoint(best="ckpt/best.ckpt", last="ckpt/last.ckpt")])
+      >>> state, metadata = fdl.load_checkpoint("ckpt/last.ckpt", state)
+      >>> metadata["epoch"], sorted(metadata["logs"])
+      (2, ['epoch', 'learning_rate', 'loss', 'step', 'steps_per_s', 'time_s', 'val_loss'])
 
     Args:
       best: the path of the best checkpoint, or None for none.

@@ -17,6 +17,9 @@ from flax import serialization
 from fdl.io import to_python, write_bytes
 
 
+__all__ = ["save_checkpoint", "load_checkpoint"]
+
+
 def save_checkpoint(path: str | os.PathLike, state: Any, *, metadata: dict | None = None) -> str:
     """Writes `state` (any pytree, e.g. a TrainState) and JSON-able `metadata` to `path`."""
     try:

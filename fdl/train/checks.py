@@ -9,7 +9,7 @@ inside jax, a NaN loss blamed on the learning rate, or an accuracy of 0.0.
 
     >>> n = check_examples("train", x, y)                    # lengths, dtypes, NaN/Inf in x
     >>> out = check_model_input("train", model, x.shape[1:])  # the model accepts the examples
-    >>> y = check_targets("train", y, out, loss)              # labels fit the loss and the output
+    >>> y = check_targets("train", y, out, "cross_entropy")   # labels fit the loss and the output
 
 `check_data` runs the three in that order. Every check works on host numpy and
 is vectorized (no Python loop over examples), so it costs one pass over the
@@ -392,8 +392,15 @@ def check_data(role: str, model: Layer, x, y=None, *, loss=None, expected_shape=
 
     Example:
       >>> n, out_shape, y = check_data("train", model, x, y, loss="cross_entropy")
-      >>> check_data("val", model, x_val, y_val, loss="cross_entropy", expected_shape=x.shape[1:])
-      >>> check_data("predict", model, x_new, params=state.params)
+      >>> n == len(x), out_shape
+      (True, (10,))
+      >>> n_val, _, y_val = check_data("val", model, x_val, y_val, loss="cross_entropy",
+      ...                              expected_shape=x.shape[1:])
+      >>> check_data("predict", model, x_test, params=state.params)[1:]
+      ((10,), None)
+      >>> check_data("train", model, x, np.full(len(x), 10), loss="cross_entropy")
+      Traceback (most recent call last):
+      ValueError: train: label 10 at index 0 is outside [0, 10) — the model has 10 logits; ...
 
     Args:
       role: the argument in messages ("train", "val", "evaluate", "predict").

@@ -19,6 +19,12 @@ from fdl.train.state import TrainState, data_key
 from fdl.train.step import all_finite, guard
 
 
+__all__ = [
+    "make_train_epoch", "epoch_is_finite", "epoch_summary", "make_replay_epoch", "make_step_epoch",
+    "host_batches", "make_host_epoch", "replay_host_epoch",
+]
+
+
 def _epoch_metrics(metrics: Sequence[Metric], outputs, targets) -> dict:
     """Exact metrics over every example trained on in the epoch (train-mode outputs)."""
     outputs = outputs.reshape(-1, *outputs.shape[2:])
@@ -98,31 +104,55 @@ def make_replay_epoch(step, batch_size: int):
     return replay
 
 
-def make_step_epoch(step, batch_size: int):
-    """The per-step path: `run(state, x, y, epoch) -> (state, losses, {})`, one jit call per step.
+def _stepped(step, metrics: Sequence[Metric]):
+    """The compiled pieces of an epoch stepped from the host, one jit call per step.
 
-    The same batches and the same step as the fused epoch, driven from the
-    host; the data stays on the device and each call gathers its own batch.
-    Each call donates the state it steps (the epoch works on a copy, so the
-    caller's starting state survives) and writes its loss into a donated
-    per-epoch buffer, so a step costs one dispatch and no allocation.
+    The carry — a copy of the state (so the caller's starting state survives),
+    the per-step losses and the metric accumulators — stays on the device and
+    is donated to every step, so a step costs one dispatch and no allocation.
+
+    Returns:
+      begin(state, num_batches, batch_size) -> carry (compiled); advance(carry, i, x, y) -> carry
+      (pure: each path compiles it with its own way of getting the batch, donating the
+      carry); finish(carry) -> (state, losses (num_batches,), train_metrics) (compiled).
     """
 
-    def one_step(state, losses, x, y, indices, i):
-        batch = indices[i]
-        state, loss, _ = step(state, x[batch], y[batch])
-        return state, losses.at[i].set(loss)
+    def begin(state, num_batches: int, batch_size: int):
+        accumulators = {m.name: m.init(num_batches * batch_size) for m in metrics}
+        return jax.tree.map(jnp.copy, state), jnp.zeros(num_batches, jnp.float32), accumulators
 
-    one_step = jax.jit(one_step, donate_argnums=(0, 1))
-    copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+    def advance(carry, i, x, y):
+        state, losses, accumulators = carry
+        state, loss, outputs = step(state, x, y)
+        mask = jnp.ones(outputs.shape[0], bool)
+        accumulators = {m.name: m.update(accumulators[m.name], outputs, y, mask) for m in metrics}
+        return state, losses.at[i].set(loss), accumulators
+
+    def finish(carry):
+        state, losses, accumulators = carry
+        return state, losses, {m.name: m.compute(accumulators[m.name]) for m in metrics}
+
+    return jax.jit(begin, static_argnums=(1, 2)), advance, jax.jit(finish)
+
+
+def make_step_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
+    """The per-step path: `run(state, x, y, epoch) -> (state, losses, train_metrics)`.
+
+    The same batches, step and metrics as the fused epoch, one jit call per
+    step driven from the host; the data stays on the device and each call
+    gathers its own batch.
+    """
+    begin, advance, finish = _stepped(step, metrics)
+    one = jax.jit(lambda carry, x, y, indices, i: advance(carry, i, x[indices[i]], y[indices[i]]),
+                  donate_argnums=0)
     order = jax.jit(lambda key, epoch, n: batch_indices(key, epoch, n, batch_size), static_argnums=2)
 
     def run(state, x, y, epoch):
         indices = order(data_key(state), epoch, x.shape[0])
-        state, losses = copy(state), jnp.zeros(indices.shape[0], jnp.float32)
+        carry = begin(state, indices.shape[0], batch_size)
         for i in range(indices.shape[0]):
-            state, losses = one_step(state, losses, x, y, indices, i)
-        return state, losses, {}
+            carry = one(carry, x, y, indices, i)
+        return finish(carry)
 
     return run
 
@@ -134,26 +164,22 @@ def host_batches(state: TrainState, x, y, epoch: int, batch_size: int) -> Iterab
         yield x[batch], y[batch]
 
 
-def make_host_epoch(step):
-    """The path for data that stays on the host: `run(state, batches) -> (state, losses, {})`.
+def make_host_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
+    """The path for data that stays on the host: `run(state, batches, num_batches) -> (state,
+    losses, train_metrics)`.
 
-    `batches` yields (x, y) batches (numpy or device arrays), e.g. `host_batches`
-    through a `fdl.data.Prefetcher`, or a `fdl.data.NpyStream` epoch. Like the
-    per-step path it donates a copy of the state and a loss buffer.
+    `batches` yields (x, y) batches of `batch_size` rows (numpy or device
+    arrays), e.g. `host_batches` through a `fdl.data.Prefetcher`, or a
+    `fdl.data.NpyStream` epoch; the step and metrics are the fused epoch's.
     """
-
-    def one_step(state, losses, i, x, y):
-        state, loss, _ = step(state, x, y)
-        return state, losses.at[i].set(loss)
-
-    one_step = jax.jit(one_step, donate_argnums=(0, 1))
-    copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+    begin, advance, finish = _stepped(step, metrics)
+    one = jax.jit(advance, donate_argnums=0)
 
     def run(state, batches, num_batches: int):
-        state, losses = copy(state), jnp.zeros(num_batches, jnp.float32)
+        carry = begin(state, num_batches, batch_size)
         for i, (x, y) in enumerate(batches):
-            state, losses = one_step(state, losses, i, x, y)
-        return state, losses, {}
+            carry = one(carry, i, x, y)
+        return finish(carry)
 
     return run
 

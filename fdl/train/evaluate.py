@@ -47,7 +47,11 @@ class Evaluator:
       >>> evaluator = Evaluator(model, loss=fdl.losses.get_loss("cross_entropy"),
       ...                       metrics=fdl.metrics.get_metrics(["accuracy"], 10))
       >>> scores = evaluator.evaluate(state.params, state.model_state, x_val, y_val)
+      >>> sorted(scores)
+      ['accuracy', 'loss']
       >>> logits = evaluator.predict(state.params, state.model_state, x_test)
+      >>> logits.shape == (len(x_test), 10)
+      True
 
     Args:
       model: the Layer (applied in eval mode: dropout off, BatchNorm running statistics).

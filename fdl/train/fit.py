@@ -29,6 +29,11 @@ from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_train_step
 
 
+__all__ = [
+    "History", "NonFiniteLossError", "as_optimizer", "metrics_for", "fit", "evaluate", "predict",
+]
+
+
 class History(list):
     """Per-epoch logs (a list of dicts); `history["val_loss"]` gives one key across epochs."""
 
@@ -149,7 +154,7 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     if placement == "device":
         run_epoch, replay_epoch = device_epochs(step, batch_size, metric_list, fused, x, y)
     elif placement == "host":
-        run_epoch, replay_epoch = host_epochs(step, batch_size, x, y, stream)
+        run_epoch, replay_epoch = host_epochs(step, batch_size, metric_list, x, y, stream)
     else:
         raise ValueError(f"fit: placement must be 'auto', 'device' or 'host', got {placement!r}")
     # Owned by this run: one compiled validation program for every epoch.

@@ -17,6 +17,9 @@ from fdl.train.epoch import (epoch_summary, host_batches, make_host_epoch, make_
                              make_train_epoch, replay_host_epoch)
 from fdl.train.state import data_key
 
+__all__ = ["DEVICE_SHARE", "free_device_bytes", "fits_on_device", "device_epochs", "host_epochs"]
+
+
 DEVICE_SHARE = 0.5  # the data may take this share of the device's free memory
 
 
@@ -43,7 +46,7 @@ def device_epochs(step, batch_size: int, metrics, fused: bool, x, y):
         train_epoch = make_train_epoch(step, batch_size, metrics)
         run = jax.jit(lambda state, x, y, epoch: _summarized(*train_epoch(state, x, y, epoch)))
     else:
-        step_epoch, summarize = make_step_epoch(step, batch_size), jax.jit(_summarized)
+        step_epoch, summarize = make_step_epoch(step, batch_size, metrics), jax.jit(_summarized)
         run = lambda state, x, y, epoch: summarize(*step_epoch(state, x, y, epoch))  # noqa: E731
     replay = jax.jit(make_replay_epoch(step, batch_size))
     return (lambda state, epoch: run(state, x, y, epoch),
@@ -54,9 +57,9 @@ def _summarized(state, losses, train_metrics):
     return state, epoch_summary(state, losses, train_metrics)
 
 
-def host_epochs(step, batch_size: int, x, y, stream: NpyStream | None):
+def host_epochs(step, batch_size: int, metrics, x, y, stream: NpyStream | None):
     """Keep x, y (numpy or memory-mapped) on the host; prefetch each epoch's batches."""
-    run_host = make_host_epoch(step)
+    run_host = make_host_epoch(step, batch_size, metrics)
     num_batches = x.shape[0] // batch_size
 
     def batches(state, epoch):

@@ -10,6 +10,9 @@ from fdl.nn.core import Layer
 from fdl.typing import Params, State
 
 
+__all__ = ["TrainState", "init_train_state", "step_key", "DATA_ORDER_STREAM", "data_key"]
+
+
 @struct.dataclass
 class TrainState:
     """A pytree; a run is a pure function of it and the data.

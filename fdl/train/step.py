@@ -28,6 +28,12 @@ Loss = Callable[[jax.Array, jax.Array], jax.Array]  # (output, target) of ONE ex
 Augment = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x) of ONE example -> x
 
 
+__all__ = [
+    "example_keys", "make_loss_fn", "make_per_example_value_and_grad", "per_example_grads",
+    "make_train_step", "guard", "all_finite",
+]
+
+
 def example_keys(key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """(augment keys, dropout keys), each (batch_size, *key_shape): row i is example i's."""
     augment_key, dropout_key = jax.random.split(key)

@@ -292,3 +292,9 @@ def test_load_csv_errors(tmp_path, text, kwargs, message):
 def test_load_csv_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.csv: no such file"):
         load_csv(tmp_path / "absent.csv")
+
+
+def test_integer_labels_in_one_split_and_floats_in_another_are_refused():
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"y_val holds floats \(float32\) but y_train holds integer class labels"):
+        from_arrays(x, np.array([0, 1, 2, 1]), x_val=x[:2], y_val=np.array([1.0, 0.5], np.float32))

@@ -181,3 +181,8 @@ def test_group_points_keeps_point_order_within_groups(base):
     for group in split:
         assert all(points[i]["model.args.hidden"] == group.overrides["model.args.hidden"] for i in group.point_ids)
         assert group.point_ids == sorted(group.point_ids)
+
+
+def test_an_optimizer_keyword_the_base_config_leaves_unset_can_be_swept(base):
+    config = with_sweep(base, {"params": {"optimizer.decay": [0.9, 0.95]}}, **{"optimizer.name": "rmsprop"})
+    assert parse_sweep(config).params["optimizer.decay"].values == (0.9, 0.95)

@@ -102,7 +102,7 @@ def test_step_and_host_epochs_give_the_fused_epochs_params_and_spare_the_start_s
     fused, fused_losses, _ = fused_epoch
     stepped, stepped_losses, stepped_metrics = make_step_epoch(step, BATCH_SIZE)(
         start, jnp.asarray(x), jnp.asarray(y), EPOCH)
-    hosted, hosted_losses, hosted_metrics = make_host_epoch(step)(
+    hosted, hosted_losses, hosted_metrics = make_host_epoch(step, BATCH_SIZE)(
         start, host_batches(start, x, y, EPOCH, BATCH_SIZE), N // BATCH_SIZE)
     for state, losses in ((stepped, stepped_losses), (hosted, hosted_losses)):
         assert_trees_close(state.params, fused.params)

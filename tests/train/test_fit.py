@@ -253,3 +253,17 @@ def test_three_evaluations_with_one_evaluator_compile_one_program(compiles):
                   for _ in range(3)]
     assert len(compiled) == 2  # the batch step and the final reduction, once each
     assert scores[0] == scores[1] == scores[2]
+
+
+def test_every_path_logs_the_same_train_metrics():
+    """Fused, per-step and host-streamed epochs log the same keys and the same exact metrics."""
+    x, y = class_data(n=100)
+    common = dict(epochs=2, batch_size=20, seed=1, verbose=0, metrics=["accuracy", "f1"])
+    runs = [fdl.fit(mlp(), (x, y), **common)[1],
+            fdl.fit(mlp(), (x, y), fused=False, **common)[1],
+            fdl.fit(mlp(), (x, y), placement="host", **common)[1]]
+    keys = [sorted(set(h[0]) - {"time_s", "steps_per_s"}) for h in runs]
+    assert keys[0] == keys[1] == keys[2] and {"accuracy", "f1"} <= set(keys[0])
+    for history in runs[1:]:
+        for metric in ("loss", "accuracy", "f1"):
+            np.testing.assert_allclose(history[metric], runs[0][metric], rtol=1e-5)

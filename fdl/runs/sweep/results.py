@@ -32,6 +32,13 @@ from fdl.records import SweepDir, append_jsonl, write_bytes, write_text
 from fdl.records.plots import as_scalar, require
 
 MEMBERS_ATTR, POINT_ATTR = "fdl_members", "fdl_point"
+__all__ = [
+    "SKIPPED", "record_trial", "collect", "write_csv", "write_member_logs", "point_scores",
+    "best_point", "best_config", "write_best", "plot_metric_vs_param", "plot_learning_curves",
+    "plot_optuna", "plot_sweep", "summary_table",
+]
+
+
 SKIPPED = ("epoch", "step", "time_s")
 
 

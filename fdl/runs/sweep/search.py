@@ -34,6 +34,12 @@ from fdl.config.load import ConfigError
 from fdl.runs.sweep.samplers import make_pruner, make_sampler, quiet_optuna
 from fdl.runs.sweep.spec import Choice, SweepSpec, encode_value
 
+__all__ = [
+    "MAX_RETRY", "READY_TIMEOUT_S", "FINISHED", "WORKER_ATTR", "make_storage", "has_heartbeat",
+    "encode_point", "suggest_point", "open_study", "counts", "heartbeat", "give_back", "work",
+]
+
+
 MAX_RETRY = 3           # a trial whose worker died this many times is given up
 READY_TIMEOUT_S = 120   # how long a worker waits for the study's creator to enqueue its points
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

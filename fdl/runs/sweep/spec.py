@@ -34,11 +34,19 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fdl.config.build import build_model, build_optimizer
-from fdl.config.load import ConfigError, check_keys
+from fdl.config.load import ConfigError, alias_arguments, check_keys
 from fdl.config.schema import SweepConfig
 from fdl.errors import did_you_mean
 from fdl.population.members import MemberSpec
 from fdl.train.callbacks import Monitor
+
+__all__ = [
+    "METHODS", "VECTORIZABLE", "encode_value", "Choice", "Uniform", "IntRange", "DISTRIBUTIONS",
+    "parse_distribution", "SweepSpec", "parse_sweep", "check_key", "apply_point", "check_params",
+    "grid_points", "random_points", "initial_points", "Group", "is_vectorizable", "point_seeds",
+    "point_config", "group_points", "groups",
+]
+
 
 METHODS = ("grid", "random", "optuna")
 # Swept keys that are arrays in the train state: values vmap inside one program.
@@ -321,6 +329,8 @@ def check_key(key: str, config: DictConfig) -> None:
     mapping such as model.args, whose keys belong to the model function)."""
     if key == "sweep" or key.startswith("sweep."):
         raise ConfigError(f"sweep.params.{key}: the sweep section itself cannot be swept")
+    if key.startswith("optimizer.") and key.split(".", 1)[1] in alias_arguments(config.optimizer.name):
+        return  # a keyword of the optax alias the base config leaves unset (e.g. rmsprop's decay)
     node: Any = config
     for part in key.split("."):
         if isinstance(node, DictConfig) and part in node:

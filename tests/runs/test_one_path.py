@@ -1,0 +1,102 @@
+"""One path from config to compiled program: a one-member sweep trains what `fdl train` trains.
+
+For every key of the `training:` and `callbacks:` sections, set to a value
+other than its default, `fdl train` and a one-member `fdl sweep` of the same
+config and seed end with the same test scores, epochs and learning rate — or
+the sweep refuses the key by name.
+"""
+import numpy as np
+import pytest
+
+from fdl.config import ConfigError, load_config
+from fdl.runs import train_from_config
+from fdl.runs.sweep import run_sweep
+
+BASE = """
+seed: 3
+data: {name: mnist1d, limit_train: 200, val_fraction: 0.25}
+model: {name: mnist1d_mlp, args: {hidden: [16]}}
+optimizer: {name: adam, learning_rate: 3e-2}
+training: {epochs: 5, batch_size: 50, verbose: 0}
+metrics: [accuracy]
+output: {tensorboard: false, plots: false}
+"""
+SWEEP = """
+defaults: base.yaml
+sweep: {seeds: 1, monitor: val_accuracy}
+"""
+STOPPING = ["callbacks.early_stopping.enabled=true", "callbacks.early_stopping.patience=1"]
+PLATEAU = ["callbacks.reduce_lr_on_plateau.enabled=true", "callbacks.reduce_lr_on_plateau.patience=1",
+           "callbacks.reduce_lr_on_plateau.factor=0.5"]
+HONOURED = {
+    "training.epochs": ["training.epochs=3"],
+    "training.batch_size": ["training.batch_size=40"],
+    "training.eval_batch_size": ["training.eval_batch_size=64"],
+    "training.verbose": ["training.verbose=1"],
+    "callbacks.early_stopping.enabled": STOPPING,
+    "callbacks.early_stopping.monitor": STOPPING + ["callbacks.early_stopping.monitor=val_accuracy"],
+    "callbacks.early_stopping.patience": STOPPING[:1] + ["callbacks.early_stopping.patience=2"],
+    "callbacks.early_stopping.mode": STOPPING + ["callbacks.early_stopping.monitor=loss",
+                                                 "callbacks.early_stopping.mode=max"],
+    "callbacks.early_stopping.min_delta": STOPPING + ["callbacks.early_stopping.min_delta=0.05"],
+    "callbacks.early_stopping.restore_best": STOPPING + ["callbacks.early_stopping.restore_best=false"],
+    "callbacks.reduce_lr_on_plateau.enabled": PLATEAU,
+    "callbacks.reduce_lr_on_plateau.monitor": PLATEAU + ["callbacks.reduce_lr_on_plateau.monitor=val_accuracy"],
+    "callbacks.reduce_lr_on_plateau.factor": PLATEAU[:2] + ["callbacks.reduce_lr_on_plateau.factor=0.2"],
+    "callbacks.reduce_lr_on_plateau.patience": PLATEAU[::2] + ["callbacks.reduce_lr_on_plateau.patience=2"],
+    "callbacks.reduce_lr_on_plateau.mode": PLATEAU + ["callbacks.reduce_lr_on_plateau.monitor=loss",
+                                                      "callbacks.reduce_lr_on_plateau.mode=max"],
+    "callbacks.reduce_lr_on_plateau.min_delta": PLATEAU + ["callbacks.reduce_lr_on_plateau.min_delta=0.5"],
+    "callbacks.reduce_lr_on_plateau.cooldown": PLATEAU + ["callbacks.reduce_lr_on_plateau.cooldown=2"],
+    "callbacks.reduce_lr_on_plateau.min_learning_rate":
+        PLATEAU + ["callbacks.reduce_lr_on_plateau.min_learning_rate=0.02"],
+}
+REFUSED = {
+    "training.fused": ["training.fused=false"],
+    "callbacks.checkpoint.monitor": ["callbacks.checkpoint.monitor=val_accuracy"],
+    "callbacks.checkpoint.mode": ["callbacks.checkpoint.mode=max"],
+}
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("configs")
+    (folder / "base.yaml").write_text(BASE)
+    (folder / "sweep.yaml").write_text(SWEEP)
+    return folder
+
+
+def test_every_training_and_callbacks_key_is_covered():
+    """A key added to the schema must be added here too: honoured (compared) or refused."""
+    config = load_config_of_schema()
+    keys = [f"training.{k}" for k in config.training] + [
+        f"callbacks.{section}.{k}" for section in ("early_stopping", "reduce_lr_on_plateau", "checkpoint")
+        for k in config.callbacks[section]]
+    assert sorted(keys) == sorted([*HONOURED, *REFUSED])
+
+
+def load_config_of_schema():
+    from omegaconf import OmegaConf
+
+    from fdl.config.schema import RunConfig
+    return OmegaConf.structured(RunConfig)
+
+
+@pytest.mark.parametrize("key", sorted(HONOURED))
+def test_a_one_member_sweep_equals_fdl_train(configs, tmp_path, key):
+    overrides = HONOURED[key]
+    trained = train_from_config(load_config(configs / "base.yaml", overrides + [f"output.dir={tmp_path / 'run'}"]))
+    swept = run_sweep(configs / "sweep.yaml", overrides=overrides, out_dir=tmp_path / "sweep", verbose=0)
+    (row,), history = swept.rows, trained.history
+    assert row["epochs"] == len(history), key
+    np.testing.assert_allclose(row["final_learning_rate"], history[-1]["learning_rate"], rtol=1e-6)
+    np.testing.assert_allclose(row["final_val_loss"], history[-1]["val_loss"], rtol=1e-4)
+    for metric in ("loss", "accuracy"):
+        np.testing.assert_allclose(row[f"test_{metric}"], trained.summary["test"][metric], rtol=1e-4,
+                                   err_msg=key)
+
+
+@pytest.mark.parametrize("key", sorted(REFUSED))
+def test_a_sweep_refuses_what_a_population_cannot_honour_by_name(configs, tmp_path, key):
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        run_sweep(configs / "sweep.yaml", overrides=REFUSED[key], out_dir=tmp_path / "sweep", verbose=0)
