@@ -30,7 +30,7 @@ from program import CONFIGS, config_overrides, data_description, parse_args
 
 NUM_SAMPLES = 32
 # On MNIST: Caffe's 50-unit code; Bernoulli pixels for the VAE (see the configs).
-MNIST_OVERRIDES = {"caffe_autoencoder": ["model.args.bottleneck=50"], "vae": ["loss.name=elbo_bernoulli"]}
+MNIST_OVERRIDES = {"caffe_autoencoder": ["model.args.bottleneck=50"], "vae": ["objective.args.likelihood=bernoulli"]}
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +43,11 @@ def program_overrides(args: argparse.Namespace, program: str) -> list[str]:
     return config_overrides(args, MNIST_OVERRIDES[program], out=out)
 
 
+def bernoulli(config) -> bool:
+    """Whether the VAE's objective has the Bernoulli likelihood (its decoder outputs logits)."""
+    return config.objective.args.get("likelihood") == "bernoulli"
+
+
 def prior_samples(config, state, input_shape, seed: int) -> np.ndarray:
     """(NUM_SAMPLES, *input_shape) decoded means of z ~ N(0, I): sigmoid(logits) when Bernoulli."""
     args = dict(config.model.args)
@@ -51,7 +56,7 @@ def prior_samples(config, state, input_shape, seed: int) -> np.ndarray:
     latent = int(args.get("latent", 16))
     z = jax.random.normal(jax.random.key(seed), (NUM_SAMPLES, latent))
     out, _ = fdl.batched(decoder)(state.params["decoder"], state.model_state["decoder"], z)
-    out = jax.nn.sigmoid(out) if config.loss.name == "elbo_bernoulli" else out
+    out = jax.nn.sigmoid(out) if bernoulli(config) else out
     return np.asarray(out).reshape(NUM_SAMPLES, *input_shape)
 
 
@@ -77,7 +82,7 @@ def plot_signals(signals: np.ndarray, path: Path, ncols: int = 8) -> Path:
 def reconstruction_mse(config, result, test) -> float:
     """Mean squared error of the VAE's eval-mode reconstruction (z = mean) on `test`."""
     reconstruction = fdl.predict(build_model(config.model), result.state, test.x)[0]
-    if config.loss.name == "elbo_bernoulli":
+    if bernoulli(config):
         reconstruction = jax.nn.sigmoid(reconstruction)
     return float(np.mean((np.asarray(reconstruction).reshape(test.x.shape) - test.x) ** 2))
 
@@ -88,9 +93,9 @@ def run_autoencoder(args) -> dict:
     result = train_from_config(config)
     test = result.summary["test"]
     print(f"caffe_autoencoder [{config.data.name}, code {config.model.args.bottleneck}]: test "
-          f"reconstruction {config.loss.name} {test['loss']:.4f}, {time.perf_counter() - start:.1f} s "
+          f"reconstruction {config.objective.args.loss} {test['loss']:.4f}, {time.perf_counter() - start:.1f} s "
           f"({result.run_dir.path})")
-    return {"run_dir": result.run_dir.path, f"test_{config.loss.name}": test["loss"]}
+    return {"run_dir": result.run_dir.path, f"test_{config.objective.args.loss}": test["loss"]}
 
 
 def run_vae(args) -> dict:
@@ -105,7 +110,7 @@ def run_vae(args) -> dict:
         records.plot_images(samples, path, title="VAE samples from the prior")
     else:
         plot_signals(samples, path)
-    print(f"vae [{config.data.name}, {config.loss.name}]: test -ELBO {result.summary['test']['loss']:.2f} "
+    print(f"vae [{config.data.name}, {config.objective.args.likelihood}]: test -ELBO {result.summary['test']['loss']:.2f} "
           f"nats, test reconstruction mse {mse:.4f}, {time.perf_counter() - start:.1f} s; samples: {path}")
     return {"run_dir": result.run_dir.path, "test_neg_elbo": result.summary["test"]["loss"],
             "test_mse": mse, "samples": path}

@@ -5,7 +5,7 @@ weights on the same device-resident data, in the same batch order (a fresh
 `jax.random.permutation` per epoch, last partial batch dropped), with Adam at
 learning rate 1e-3. The variants:
 
-  fdl per-step    `fdl.train.fit.make_step_epoch`: one jit call per step (`fit(fused=False)`)
+  fdl per-step    `fdl.train.epoch.make_step_epoch`: one jit call per step (`fit(fused=False)`)
   fdl fused       `jax.jit(fdl.make_train_epoch(...), donate_argnums=0)`: one call per
                   epoch (what `fit` runs by default)
   hand jit        the classic pure-JAX loop: a params dict, a jnp loss, `jax.jit(step,
@@ -61,7 +61,7 @@ from mnist1d.data import get_dataset_args, make_dataset
 import fdl
 from fdl import nn
 from fdl.nn.conv import Conv1D, default_implementation
-from fdl.train.fit import make_step_epoch
+from fdl.train.epoch import make_step_epoch
 from fdl.train.state import data_key
 
 SEED = 0
@@ -228,8 +228,8 @@ def fdl_step_variant(task: Task, implementation, model) -> Variant:
     run = make_step_epoch(step, task.batch_size)
 
     def run_epoch(state, epoch):
-        state, losses, _ = run(state, task.x, task.y, epoch)
-        return state, losses
+        state, logs, _ = run(state, (task.x, task.y), epoch)
+        return state, logs["loss"]
 
     state = fdl.init_train_state(model, task.x.shape[1:], optimizer, SEED)
     return Variant(with_implementation(FDL_STEP, implementation), FDL_STEP, implementation, True,
@@ -242,8 +242,8 @@ def fdl_fused_variant(task: Task, implementation, model) -> Variant:
     train_epoch = jax.jit(fdl.make_train_epoch(step, task.batch_size), donate_argnums=0)
 
     def run_epoch(state, epoch):
-        state, losses, _ = train_epoch(state, task.x, task.y, epoch)
-        return state, losses
+        state, logs, _ = train_epoch(state, (task.x, task.y), epoch)
+        return state, logs["loss"]
 
     state = fdl.init_train_state(model, task.x.shape[1:], optimizer, SEED)
     return Variant(with_implementation(FDL_FUSED, implementation), FDL_FUSED, implementation, True,

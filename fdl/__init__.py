@@ -5,7 +5,7 @@ Layers are pairs of pure functions (`fdl.nn`); the library batches them with
 from optax (`fdl.optim`), losses from optax (`fdl.losses`) and computes exact
 metrics (`fdl.metrics`).
 """
-from fdl import data, losses, metrics, nn, optim, train
+from fdl import data, losses, metrics, nn, objectives, optim, train
 from fdl.nn import batched, summary
 from fdl.train import (
     NonFiniteLossError, TrainState, callbacks, evaluate, fit, init_train_state, load_checkpoint,
@@ -27,7 +27,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "nn", "data", "losses", "metrics", "optim", "train", "callbacks", "batched", "summary", "fit",
+    "nn", "data", "losses", "metrics", "objectives", "optim", "train", "callbacks", "batched", "summary", "fit",
     "evaluate", "predict", "TrainState", "init_train_state", "make_train_step", "make_train_epoch",
     "load_checkpoint", "save_checkpoint", "NonFiniteLossError", *_LAZY,
 ]

@@ -16,7 +16,17 @@ Conventions (chosen on purpose; they are where PyTorch and Keras users trip):
 * ``huber`` follows optax, PyTorch ``HuberLoss`` and Keras ``Huber``.
 * Multi-element outputs are averaged over the example's elements, so the batch
   mean equals PyTorch's ``reduction="mean"``. The VAE terms are the exception:
-  they are *summed* over data and latent dimensions, as a log-likelihood is.
+  they are *summed* over data and latent dimensions, as a log-likelihood is,
+  and so is ``kl_divergence`` (a sum over classes is what makes it a KL): the
+  batch mean of its values is PyTorch's ``kl_div(..., reduction="batchmean")``.
+* ``kl_divergence`` takes LOG-probabilities and target probabilities, as
+  PyTorch's ``kl_div(input, target)`` (Keras' ``KLDivergence`` takes
+  probabilities for both); ``from_logits=True`` takes logits instead.
+* Losses over several embeddings of one example read them stacked on the
+  output's first axis: ``cosine_embedding`` a pair ``(2, dim)`` with target
+  1 or -1, ``triplet_margin`` ``(3, dim)`` = (anchor, positive, negative) with
+  the target ignored. A shared encoder on a ``(2, features)`` or ``(3,
+  features)`` example gives that layout (``Dense`` maps the last axis).
 
 By name, with arguments: ``get_loss("huber", delta=2.0)`` returns a ``NamedLoss``,
 a frozen dataclass that calls ``huber(output, target, delta=2.0)``. Two losses
@@ -36,11 +46,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fdl.errors import closest, unknown_name_message
+from fdl.errors import did_you_mean, unknown_name_message
 
 __all__ = ["Loss", "LOSSES", "PRESETS", "NamedLoss", "get_loss", "loss_arguments", "check_argument",
            "cross_entropy", "cross_entropy_with", "binary_cross_entropy", "mse", "mae", "huber",
-           "elbo", "elbo_loss", "gaussian_kl", "reparameterize"]
+           "elbo", "elbo_loss", "gaussian_kl", "reparameterize", "kl_divergence",
+           "cosine_embedding", "triplet_margin"]
 
 Loss = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -257,6 +268,128 @@ def elbo(output: tuple[jax.Array, jax.Array, jax.Array], x: jax.Array, *,
     return elbo_loss(reconstruction, x, mean, log_var, likelihood=likelihood)
 
 
+def kl_divergence(log_probs: jax.Array, target: jax.Array, *, from_logits: bool = False) -> jax.Array:
+    """KL(target || prediction) of one example in nats, from LOG-probabilities (``optax.kl_divergence``).
+
+    ``sum(target * (log(target) - log_probs))`` over all of the example's elements,
+    with ``0 * log(0) = 0``: PyTorch's ``kl_div(input=log_probs, target=probs)``
+    (``log_target=False``). The engine's mean over the batch of these per-example
+    sums is ``reduction="batchmean"``, the true KL; PyTorch's default
+    ``reduction="mean"`` also divides by the number of classes. Keras'
+    ``KLDivergence(y_true, y_pred)`` takes probabilities: pass ``log(y_pred)``.
+
+    Args:
+      log_probs: (num_classes,) or (..., num_classes) float, the model's
+        log-probabilities (end it with ``LogSoftmax()``), or logits with
+        ``from_logits``.
+      target: shaped like ``log_probs``, probabilities (each distribution sums to 1).
+      from_logits: apply ``log_softmax`` over the last axis first (stable for
+        logits of 1e4), for a model that outputs logits, as fdl's classifiers do.
+
+    Returns:
+      () float, >= 0 for normalized distributions; 0 when they are equal.
+
+    Raises:
+      ValueError: a target with a different number of values.
+    """
+    log_probs = jnp.asarray(log_probs)
+    target = _target_like(log_probs, target, "kl_divergence")
+    if from_logits:
+        log_probs = jax.nn.log_softmax(log_probs, axis=-1)
+    return optax.kl_divergence(log_probs, target, axis=None)
+
+
+def _stacked(output: jax.Array, count: int, layout: str, loss_name: str) -> jax.Array:
+    """``output`` as ``(count, dim)``; a ValueError naming ``layout`` otherwise."""
+    output = jnp.asarray(output)
+    if output.ndim != 2 or output.shape[0] != count:
+        raise ValueError(
+            f"{loss_name}: expected an output ({count}, dim), the {layout} stacked on the first "
+            f"axis, got shape {output.shape} — apply the encoder to an example of shape "
+            f"({count}, features)"
+        )
+    return output
+
+
+# PyTorch's ATen adds this to each squared norm of cosine_embedding_loss.
+_COSINE_EPSILON = 1e-12
+
+
+def cosine_embedding(output: jax.Array, target: jax.Array, *, margin: float = 0.0) -> jax.Array:
+    """PyTorch's ``CosineEmbeddingLoss`` of one pair of embeddings.
+
+    With ``cos = x1 . x2 / sqrt((|x1|^2 + 1e-12) (|x2|^2 + 1e-12))``::
+
+        1 - cos                  if target == 1   (pull the pair together)
+        max(0, cos - margin)     if target == -1  (push it below margin)
+
+    and 0 for any other target, as in PyTorch, whose formula (epsilon on the
+    squared norms, so a zero embedding gives cos = 0) this is; optax's
+    ``cosine_similarity`` clips the norms instead. The engine's batch mean is
+    PyTorch's ``reduction="mean"``.
+
+    Args:
+      output: (2, dim) float, the embeddings ``(x1, x2)`` of the example's pair.
+      target: () or (1,), 1 (similar) or -1 (dissimilar), int or float.
+      margin: in [-1, 1] (PyTorch's default 0; 0 to 0.5 is its suggestion).
+
+    Returns:
+      () float in [0, 2].
+
+    Raises:
+      ValueError: an output that is not (2, dim), or a target with more than one value.
+    """
+    x1, x2 = _stacked(output, 2, "pair (x1, x2)", "cosine_embedding")
+    target = jnp.asarray(target)
+    if target.size != 1:
+        raise ValueError(f"cosine_embedding: expected one target, 1 (similar) or -1 (dissimilar), "
+                         f"got target shape {target.shape}")
+    target = jnp.reshape(target, ())
+    squared_norms = (jnp.sum(x1 * x1) + _COSINE_EPSILON) * (jnp.sum(x2 * x2) + _COSINE_EPSILON)
+    cos = jnp.sum(x1 * x2) / jnp.sqrt(squared_norms)
+    return (jnp.where(target == 1, 1 - cos, 0.0)
+            + jnp.where(target == -1, jnp.maximum(cos - margin, 0.0), 0.0))
+
+
+def triplet_margin(output: jax.Array, target: Any = None, *, margin: float = 1.0, p: float = 2.0,
+                   eps: float = 1e-6, swap: bool = False) -> jax.Array:
+    """PyTorch's ``TripletMarginLoss`` of one (anchor, positive, negative) triple.
+
+    ``max(d(a, pos) - d(a, neg) + margin, 0)`` with PyTorch's ``pairwise_distance``
+    ``d(x, y) = ||x - y + eps||_p`` (eps inside the norm keeps the gradient finite
+    when x = y). ``swap=True`` uses ``min(d(a, neg), d(pos, neg))`` for the
+    negative distance (Balntas et al. 2016). optax's ``triplet_margin_loss`` puts
+    eps outside, ``(sum(d^p) + eps)^(1/p)``, and does not take |d| for odd p,
+    so this is written in PyTorch's form. The engine's batch mean is PyTorch's
+    ``reduction="mean"``.
+
+    Args:
+      output: (3, dim) float, the embeddings (anchor, positive, negative).
+      target: ignored (a triple carries its own supervision); give the dataset
+        any targets, e.g. zeros.
+      margin: > 0 (PyTorch's check), in distance units; default 1.
+      p: the norm's degree, > 0 (``inf`` allowed); default 2, Euclidean.
+      eps: >= 0, added to each difference before the norm (PyTorch's 1e-6).
+      swap: use the distance swap.
+
+    Returns:
+      () float, >= 0.
+
+    Raises:
+      ValueError: an output that is not (3, dim).
+    """
+    del target
+    anchor, positive, negative = _stacked(output, 3, "(anchor, positive, negative)", "triplet_margin")
+
+    def distance(x, y):
+        return jnp.linalg.norm(x - y + eps, ord=p)
+
+    negative_distance = distance(anchor, negative)
+    if swap:
+        negative_distance = jnp.minimum(negative_distance, distance(positive, negative))
+    return jnp.maximum(distance(anchor, positive) - negative_distance + margin, 0.0)
+
+
 LOSSES: dict[str, Loss] = {
     "cross_entropy": cross_entropy,
     "binary_cross_entropy": binary_cross_entropy,
@@ -264,6 +397,9 @@ LOSSES: dict[str, Loss] = {
     "mae": mae,
     "huber": huber,
     "elbo": elbo,
+    "kl_divergence": kl_divergence,
+    "cosine_embedding": cosine_embedding,
+    "triplet_margin": triplet_margin,
 }
 
 # Names that fix arguments of a loss above; a preset takes that loss's other arguments.
@@ -284,6 +420,12 @@ _ARGUMENT_CHECKS: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("huber", "delta"): (lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("elbo", "likelihood"): (lambda v: isinstance(v, str) and v in ("bernoulli", "gaussian"),
                              "'bernoulli' or 'gaussian'"),
+    ("kl_divergence", "from_logits"): (lambda v: isinstance(v, bool), "True or False"),
+    ("cosine_embedding", "margin"): (lambda v: _is_number(v) and -1 <= v <= 1, "a number in [-1, 1]"),
+    ("triplet_margin", "margin"): (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("triplet_margin", "p"): (lambda v: _is_number(v) and v > 0, "a number > 0 (inf allowed)"),
+    ("triplet_margin", "eps"): (lambda v: _is_number(v) and 0 <= v < math.inf, "a number >= 0"),
+    ("triplet_margin", "swap"): (lambda v: isinstance(v, bool), "True or False"),
 }
 
 
@@ -321,8 +463,7 @@ def check_argument(name: str, key: str, value: Any) -> None:
     if key in fixed:
         raise ValueError(f"{name} fixes {key}={fixed[key]!r} — use loss {base} with {key} instead")
     if key not in valid:
-        match = closest(key, valid)
-        hint = f"did you mean {match!r}?" if match else f"valid: {', '.join(valid) or '(none)'}"
+        hint = did_you_mean(key, valid) or f"valid: {', '.join(valid) or '(none)'}"
         raise ValueError(f"{name} takes no argument {key!r} — {hint}")
     test, wanted = _ARGUMENT_CHECKS.get((base, key), (None, ""))
     if test is not None and not test(value):
@@ -402,7 +543,8 @@ def get_loss(name_or_callable: str | Loss, **args: Any) -> Loss:
     Args:
       name_or_callable: a name in ``LOSSES``, or a per-example loss function.
       **args: the named loss's keyword arguments (``label_smoothing``, ``delta``,
-        ``likelihood``), see ``loss_arguments``.
+        ``likelihood``, ``from_logits``, ``margin``, ``p``, ``eps``, ``swap``), see
+        ``loss_arguments``.
 
     Raises:
       ValueError: unknown name (with a did-you-mean suggestion), an argument the

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fdl import nn
 from fdl.config.build import (PreparedData, build_augment, build_custom_callbacks, build_data, build_loss,
-                              build_model, build_optimizer, optimizer_arguments)
+                              build_model, build_objective, build_optimizer, optimizer_arguments)
 from fdl.config.load import ConfigError
-from fdl.config.schema import CallbacksConfig
 from fdl.nn.core import ShapeError
 from fdl.train import callbacks as cb
 
@@ -50,17 +49,18 @@ def _check_metrics(config: DictConfig) -> None:
 def check_population_keys(config: DictConfig) -> None:
     """Refuses, by name, the keys a population cannot honour (checked before a sweep starts).
 
+    `callbacks.checkpoint` is not refused: a sweep writes no checkpoints, but its best.yaml
+    carries the keys to the `fdl train` that retrains the best point.
+
     Raises:
-      ConfigError: `training.fused: false`, or a non-default `callbacks.checkpoint` key.
+      ConfigError: an `objective:` section or `training.fused: false`.
     """
+    if config.objective is not None:
+        raise ConfigError("objective: a sweep trains populations on a per-example loss — use loss: "
+                          "instead, or run each point with `fdl train`")
     if not config.training.fused:
         raise ConfigError("training.fused: false — a population always trains its members in one "
                           "fused program per epoch (the numbers are the same); remove the key")
-    default = OmegaConf.structured(CallbacksConfig).checkpoint
-    for key in ("monitor", "mode"):
-        if config.callbacks.checkpoint[key] != default[key]:
-            raise ConfigError(f"callbacks.checkpoint.{key}: a sweep writes no checkpoints — remove "
-                              "the key (train the best point with `fdl train best.yaml`)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +72,8 @@ class RunArguments:
       data: the prepared dataset and its fitted preprocessing.
       model, loss, augment: the built objects (`fdl.fit`'s arguments of those names).
       optimizer: `fdl.optim.make_optimizer` keyword arguments.
+      objective: the `objective:` section's objective (fdl.objectives), or None: then
+        the batch mean of `loss` on (x, y) is minimized.
     """
 
     config: DictConfig
@@ -80,6 +82,7 @@ class RunArguments:
     loss: object
     augment: object
     optimizer: dict
+    objective: object = None
 
     def callbacks(self) -> list:
         """Fresh callbacks as `callbacks:` asks: EarlyStopping, ReduceLROnPlateau and the `custom`
@@ -100,7 +103,8 @@ class RunArguments:
     def fit_arguments(self) -> dict:
         """`fdl.fit` keyword arguments: every key of `training:` and the config's callbacks."""
         training = self.config.training
-        return dict(loss=self.loss, optimizer=build_optimizer(self.config.optimizer),
+        minimized = {"objective": self.objective} if self.objective is not None else {"loss": self.loss}
+        return dict(**minimized, optimizer=build_optimizer(self.config.optimizer),
                     epochs=training.epochs, batch_size=training.batch_size, metrics=list(self.config.metrics),
                     callbacks=self.callbacks(), seed=self.config.seed, augment=self.augment,
                     fused=training.fused, eval_batch_size=training.eval_batch_size, verbose=training.verbose)
@@ -137,4 +141,5 @@ def build_arguments(config: DictConfig, data: PreparedData | None = None) -> Run
     _check_metrics(config)
     build_optimizer(config.optimizer)  # a bad optimizer section fails here, before any training
     return RunArguments(config=config, data=data, model=model, loss=build_loss(config.loss),
-                        augment=build_augment(config.data), optimizer=optimizer_arguments(config.optimizer))
+                        augment=build_augment(config.data), optimizer=optimizer_arguments(config.optimizer),
+                        objective=build_objective(config.get("objective")))

@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from fdl import data as fdl_data
-from fdl import losses, nn
+from fdl import losses, nn, objectives
 from fdl.config.load import ConfigError, check_loss_section
 from fdl.errors import did_you_mean, unknown_name_message
 from fdl.nn.models import MODELS
@@ -29,7 +29,7 @@ from fdl.train import callbacks as cb
 
 __all__ = [
     "COMBINATORS", "LAYERS", "AUGMENTS", "import_target", "build_layer", "build_model",
-    "build_loss", "optimizer_arguments", "build_optimizer", "build_augment", "PreparedData",
+    "build_loss", "build_objective", "optimizer_arguments", "build_optimizer", "build_augment", "PreparedData",
     "build_data", "build_custom_callbacks",
 ]
 
@@ -181,6 +181,17 @@ def build_loss(section: DictConfig) -> losses.NamedLoss:
         return losses.get_loss(section.name, **args)
     except ValueError as error:
         raise ConfigError(f"loss.args: {error}") from None
+
+
+def build_objective(section: DictConfig | None):
+    """The objective of `objective: {name, args}` (fdl.objectives), or None without the section."""
+    if section is None:
+        return None
+    args = {key: value for key, value in (_plain(section.get("args")) or {}).items() if value is not None}
+    try:
+        return objectives.get_objective(section.name, **args)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"objective: {error}") from None
 
 
 def optimizer_arguments(section: DictConfig) -> dict:

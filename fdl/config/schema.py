@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 
 __all__ = [
-    "DataConfig", "ModelConfig", "LossConfig", "OptimizerConfig", "TrainingConfig",
+    "DataConfig", "ModelConfig", "LossConfig", "ObjectiveConfig", "OptimizerConfig", "TrainingConfig",
     "EarlyStoppingConfig", "ReduceLROnPlateauConfig", "CheckpointConfig", "CallbacksConfig",
     "OutputConfig", "SweepConfig", "RunConfig",
 ]
@@ -49,6 +49,12 @@ class ModelConfig:
 class LossConfig:
     name: str = "cross_entropy"            # a name in fdl.losses.LOSSES; `loss: mse` for short
     args: Dict[str, Any] = field(default_factory=dict)  # its keyword arguments: {label_smoothing: 0.1}
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "supervised"               # a name in fdl.objectives.OBJECTIVES (replaces `loss:`)
+    args: Dict[str, Any] = field(default_factory=dict)  # its arguments: {loss: mse}, {kl_weight: 0.5}
 
 
 @dataclass
@@ -153,6 +159,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    objective: Optional[ObjectiveConfig] = None  # what to minimize instead of loss (fdl.objectives)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     metrics: List[str] = field(default_factory=lambda: ["accuracy"])

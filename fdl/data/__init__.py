@@ -16,7 +16,7 @@ augmentations), `order` (the epoch order shared with the engine), `stream`
 """
 from fdl.data.augment import (Augment, compose, gaussian_noise, mixup, random_crop,
                               random_flip, random_shift)
-from fdl.data.dataset import Dataset, Split, as_arrays
+from fdl.data.dataset import Dataset, Split, as_arrays, as_examples
 from fdl.data.order import batch_indices, epoch_permutation
 from fdl.data.preprocess import (MinMaxStats, StandardizeStats, apply_min_max,
                                  apply_standardize, fit_min_max, fit_standardize,
@@ -30,7 +30,7 @@ from fdl.data.validate import check_input_shape, validate_dataset
 
 __all__ = [
     # containers
-    "Dataset", "Split", "as_arrays",
+    "Dataset", "Split", "as_arrays", "as_examples",
     # sources
     "load", "load_mnist1d", "load_npz", "load_csv", "from_arrays", "read_idx", "cache_dir",
     # validation

@@ -15,7 +15,7 @@ import numpy as np
 from fdl.typing import Shape
 
 SPLIT_NAMES = ("train", "val", "test")
-__all__ = ["Dataset", "Split", "as_arrays", "SPLIT_NAMES"]
+__all__ = ["Dataset", "Split", "as_arrays", "as_examples", "SPLIT_NAMES"]
 
 
 class Split(NamedTuple):
@@ -89,3 +89,28 @@ def as_arrays(data, role: str = "train") -> tuple:
         return split.x, split.y
     raise TypeError(f"{role}: expected (x, y) arrays, an fdl.data Split or Dataset, got "
                     f"{type(data).__name__}")
+
+
+def as_examples(data, role: str = "train"):
+    """The pytree of arrays (a leading example axis each) that `data` holds for `role`.
+
+    A Dataset gives its `role` split as `(x, y)`; a Split or anything with .x
+    and .y gives `(x, y)`; a tuple, a list, a dict or a bare array is the batch
+    structure itself (`{"tokens": ..., "mask": ...}` stays a dict).
+
+    Raises:
+      TypeError: `data` is none of these (the message names `role`).
+    """
+    if isinstance(data, Dataset):
+        split = getattr(data, role, None)
+        if split is None:
+            raise TypeError(f"{role}: the dataset {data.name!r} has no {role} split")
+        return (split.x, split.y)
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return (data.x, data.y)
+    if isinstance(data, (tuple, list)):
+        return tuple(data)
+    if isinstance(data, Mapping) or hasattr(data, "shape"):
+        return data
+    raise TypeError(f"{role}: expected arrays with a leading example axis — (x, y), a dict, a bare "
+                    f"array, an fdl.data Split or Dataset — got {type(data).__name__}")

@@ -5,17 +5,16 @@
 in-memory run with the same key would. A `Prefetcher` thread copies the next
 batches to the device while the current step runs (double buffering).
 
-    >>> np.save("x.npy", x)                                  # (n, 40) float32
+    >>> np.save("x.npy", x)                                  # (n, 40) float32, n = 256
     >>> np.save("y.npy", y)                                  # (n,) int32
     >>> stream = NpyStream("x.npy", "y.npy")
-    >>> train_step = jax.jit(fdl.make_train_step(model, fdl.losses.get_loss("cross_entropy"), optimizer))
     >>> key = jax.random.key(0)
     >>> for epoch in range(2):
     ...     with stream.epoch(key, epoch, batch_size=128) as batches:
-    ...         for x_batch, y_batch in batches:
-    ...             state, loss, outputs = train_step(state, x_batch, y_batch)
-    >>> int(state.step) == 2 * stream.num_batches(128)
-    True
+    ...         shapes = [(x_batch.shape, y_batch.shape) for x_batch, y_batch in batches]
+    >>> shapes                                               # device arrays, one epoch's batches
+    [((128, 40), (128,)), ((128, 40), (128,))]
+    >>> state, history = fdl.fit(model, stream, epochs=2, batch_size=128)  # fit streams it the same way
 """
 import queue
 import threading

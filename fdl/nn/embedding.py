@@ -1,13 +1,14 @@
-"""Embedding tables: token ids to vectors, and learned positional embeddings."""
+"""Embedding tables: token ids to vectors, learned positional embeddings and rotary embeddings."""
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jax.nn import initializers as jinit
 
 from fdl.nn.core import Layer, ShapeError, expect_rank
 from fdl.nn.initializers import get_initializer
 
-__all__ = ["Embedding", "PositionalEmbedding"]
+__all__ = ["Embedding", "PositionalEmbedding", "RotaryEmbedding", "rotary_embedding"]
 
 # PyTorch's nn.Embedding init, N(0, 1). Flax's nn.Embed uses a truncated normal
 # with stddev 1/sqrt(features), Keras' uniform(-0.05, 0.05).
@@ -109,6 +110,92 @@ def PositionalEmbedding(max_length: int, features: int, *, w_init=POSITION_EMBED
         return x + params["embedding"][: x.shape[0]], state
 
     return Layer(init, apply, "PositionalEmbedding")
+
+
+def rotary_embedding(x, *, base: float = 10000.0, positions=None):
+    """Rotary position embedding (RoPE, Su et al. 2021, arXiv:2104.09864), GPT-NeoX layout.
+
+    Position `t` rotates each pair `(x[t, ..., i], x[t, ..., i + dim/2])` of the
+    last axis by the angle `t * base^(-2i/dim)`, `i < dim/2`::
+
+        y[..., :half] = x1 * cos - x2 * sin,   y[..., half:] = x2 * cos + x1 * sin
+
+    with `x1, x2 = x[..., :half], x[..., half:]`. This is the "rotate half"
+    pairing of GPT-NeoX, Hugging Face's Llama/Mistral (`rotate_half`) and
+    PyTorch-style ports; the original RoFormer, Meta's Llama reference code
+    and GPT-J pair adjacent features `(2i, 2i + 1)` instead (interleaved).
+    The two are the same function after permuting the q/k projection columns
+    (`w[..., perm]` with `perm = concat(arange(0, dim, 2), arange(1, dim, 2))`
+    maps interleaved weights to this layout). Applied to queries and keys, the
+    score `rope(q)[m] . rope(k)[n]` depends on the positions only through
+    `m - n`. The angles and rotation run in at least float32; the output has
+    the input's dtype.
+
+    Args:
+      x: `(length, ..., dim)` float, e.g. `(length, heads, head_dim)`; `dim` even.
+      base: the frequency base, 10000 as in the paper and Llama 1/2 (Llama 3
+        uses 500000).
+      positions: `(length,)` int or float positions; default `0..length - 1`.
+
+    Returns:
+      The rotated `x`, same shape and dtype.
+
+    Raises:
+      ValueError: an odd last axis.
+
+    Example:
+      >>> x = jnp.ones((3, 2, 4))  # (length, heads, head_dim)
+      >>> y = nn.rotary_embedding(x)
+      >>> y.shape, bool(jnp.allclose(y[0], x[0]))  # position 0 is not rotated
+      ((3, 2, 4), True)
+    """
+    length, dim = x.shape[0], x.shape[-1]
+    if dim % 2:
+        raise ValueError(f"rotary_embedding: the last axis must be even (pairs of features), "
+                         f"got x of shape {tuple(x.shape)}")
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    # The frequencies are a float64 numpy constant, rounded once to the compute dtype.
+    inverse_frequency = jnp.asarray(base ** (-np.arange(0, dim, 2) / dim), compute)
+    positions = jnp.arange(length) if positions is None else jnp.asarray(positions)
+    angles = positions.astype(compute)[:, None] * inverse_frequency  # (length, dim / 2)
+    angles = angles.reshape((length,) + (1,) * (x.ndim - 2) + (dim // 2,))
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    x1, x2 = jnp.split(x.astype(compute), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def RotaryEmbedding(*, base: float = 10000.0) -> Layer:
+    """`rotary_embedding` as a layer: rotates the last axis by each example's positions `0..length - 1`.
+
+    `MultiHeadSelfAttention(rotary=True)` applies the same rotation to its
+    queries and keys per head; this layer is for attention written by hand.
+
+    Args:
+      base: the frequency base (see `rotary_embedding`), > 0.
+
+    No params. Input `(length, ..., dim)` float with `dim` even, e.g.
+    `(length, heads, head_dim)`; output the same shape.
+
+    Raises:
+      ValueError: base <= 0 (constructor).
+      ShapeError: an input without a feature axis or with an odd one (init).
+    """
+    if not base > 0:
+        raise ValueError(f"RotaryEmbedding: base must be > 0, got {base!r}")
+
+    def init(key, input_shape):
+        del key
+        shape = tuple(input_shape)
+        if len(shape) < 2 or shape[-1] % 2:
+            raise ShapeError("RotaryEmbedding", f"expected input (length, ..., dim) with dim even, "
+                             f"got {shape} — rotary pairs need an even number of features")
+        return shape, {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del params, key, train
+        return rotary_embedding(x, base=base), state
+
+    return Layer(init, apply, "RotaryEmbedding")
 
 
 def check_positive_int(kind: str, name: str, value) -> None:

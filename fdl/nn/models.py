@@ -12,18 +12,23 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from jax.nn import initializers as jinit
+
 from fdl.nn.activations import Activation
+from fdl.nn.attention import NORMS, TransformerDecoderBlock
 from fdl.nn.combinators import serial
 from fdl.nn.conv import Conv1D, Conv2D
-from fdl.nn.core import Layer, init_child, named
+from fdl.nn.core import Layer, ShapeError, child_key, expect_rank, init_child, named
 from fdl.nn.dense import Dense
 from fdl.nn.dropout import Dropout
+from fdl.nn.embedding import Embedding, PositionalEmbedding
 from fdl.nn.pooling import MaxPool2D
 from fdl.nn.recurrent import GRU, LSTM
 from fdl.nn.reshape import Flatten, Reshape
+from fdl.nn.transforms import remat as remat_layer, repeat
 
 __all__ = ["MODELS", "logistic_regression", "mlp", "cnn1d", "gru_classifier", "lstm_classifier",
-           "cnn2d", "autoencoder", "vae", "vae_decoder"]
+           "cnn2d", "autoencoder", "vae", "vae_decoder", "gpt"]
 
 
 def logistic_regression(num_classes: int = 10) -> Layer:
@@ -126,6 +131,122 @@ def _VAE(encoder: Layer, decoder: Layer, latent: int) -> Layer:
     return Layer(init, apply, "VAE")
 
 
+def gpt(vocab_size: int, context: int, width: int, depth: int, heads: int, *,
+        mlp_dim: int | None = None, dropout_rate: float = 0.0, positions: str = "learned",
+        norm: str = "layer", activation="gelu", epsilon: float = 1e-5,
+        tie_embeddings: bool = True, scan_layers: bool = True, remat: bool = False,
+        remat_policy=None, implementation: str | None = None) -> Layer:
+    """A decoder-only Transformer language model (GPT-2's layout; Llama's with rms/rotary).
+
+    Per example: token ids `(length,)` int32, `length <= context`, to next-token
+    logits `(length, vocab_size)` (position t sees tokens 0..t)::
+
+        h = token_embedding[tokens] (+ position_embedding[:length] if positions="learned")
+        h = Dropout(h); h = depth x TransformerDecoderBlock(h); h = final_norm(h)
+        logits = h @ token_embedding.T           (tie_embeddings=True, GPT-2)
+        logits = h @ head.w                      (tie_embeddings=False)
+
+    Train it with `loss="cross_entropy"` on `(tokens[:-1], tokens[1:])` pairs.
+
+    Params: `token_embedding.embedding: (vocab_size, width)` (N(0, 0.02²), as
+    GPT-2); `position_embedding.embedding: (context, width)` with learned
+    positions (none with rotary); `blocks`; `final_norm` (`scale`, and `bias`
+    for LayerNorm); `head.w: (width, vocab_size)` only when the embeddings
+    are not tied — with `tie_embeddings=True` there is no head param and the
+    gradient of the output layer reaches the embedding table. With
+    `scan_layers=True` the blocks are `repeat(block, depth)`: every leaf of
+    `params["blocks"]` has a leading `(depth,)` axis and the program holds one
+    block (compile time flat in depth); with False they are `serial` children
+    `params["blocks"]["transformer_decoder_block_{i}"]`. The two compute the
+    same function from the same (restacked) params.
+
+    Args:
+      vocab_size: number of token ids.
+      context: the longest sequence (rows of the learned position table).
+      width: model width (features per token); `heads` must divide it.
+      depth: number of blocks.
+      heads: attention heads per block.
+      mlp_dim: the blocks' MLP width; default `4 * width` (GPT-2).
+      dropout_rate: embedding, residual and attention-weight dropout (GPT-2: 0.1).
+      positions: "learned" (GPT-2's table) or "rotary" (RoPE in every block's
+        attention, GPT-NeoX's rotate-half layout).
+      norm: "layer" (LayerNorm, GPT-2) or "rms" (RMSNorm, Llama), in the
+        blocks and the final norm.
+      activation: the MLP's activation (see `TransformerDecoderBlock`).
+      epsilon: the norms' epsilon.
+      tie_embeddings: the output head is the transposed token embedding.
+      scan_layers: stack the blocks with `repeat` (True) or `serial` (False).
+      remat: recompute each block's activations in the backward pass
+        (`fdl.nn.remat`), with `remat_policy` (None or a policy name/callable).
+      implementation: the attention's `jax.nn.dot_product_attention` implementation.
+
+    Raises:
+      ValueError: bad arguments (constructor).
+      ShapeError: input not `(length,)` or longer than `context`, or width not
+        divisible by heads (init).
+
+    Example:
+      >>> model = nn.models.gpt(vocab_size=50, context=16, width=32, depth=2, heads=4)
+      >>> nn.output_shape(model, (16,))
+      (16, 50)
+      >>> params = jax.eval_shape(lambda key: model.init(key, (16,))[1], jax.random.key(0))
+      >>> sorted(params)  # tied embeddings: no head
+      ['blocks', 'dropout', 'final_norm', 'position_embedding', 'token_embedding']
+      >>> params["blocks"]["residual_0"]["multi_head_self_attention_1"]["query"]["w"].shape
+      (2, 32, 4, 8)
+    """
+    for name, value in (("vocab_size", vocab_size), ("context", context), ("width", width),
+                        ("depth", depth), ("heads", heads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"gpt: {name} must be a positive int, got {value!r}")
+    if positions not in ("learned", "rotary"):
+        raise ValueError(f"gpt: positions must be 'learned' or 'rotary', got {positions!r}")
+    if norm not in NORMS:
+        raise ValueError(f"gpt: norm must be 'layer' (LayerNorm) or 'rms' (RMSNorm), got {norm!r}")
+    block = TransformerDecoderBlock(heads, mlp_dim or 4 * width, dropout_rate=dropout_rate,
+                                    activation=activation, epsilon=epsilon, norm=norm,
+                                    rotary=positions == "rotary", implementation=implementation)
+    if remat:
+        block = remat_layer(block, remat_policy, prevent_cse=not scan_layers)
+    children = {
+        "token_embedding": Embedding(vocab_size, width, w_init=jinit.normal(stddev=0.02)),
+        "position_embedding": PositionalEmbedding(context, width) if positions == "learned" else None,
+        "dropout": Dropout(dropout_rate),
+        "blocks": repeat(block, depth) if scan_layers else serial(*[block] * depth),
+        "final_norm": NORMS[norm](epsilon=epsilon),
+        "head": None if tie_embeddings else Dense(vocab_size, use_bias=False),
+    }
+    # Child i keeps index i whichever children exist, so its keys never depend on the options.
+    used = [(i, name, layer) for i, (name, layer) in enumerate(children.items()) if layer is not None]
+
+    def init(key, input_shape):
+        expect_rank("GPT", input_shape, 1, "(length,) int token ids",
+                    "pass one sequence of token ids per example")
+        if input_shape[0] > context:
+            raise ShapeError("GPT", f"sequence length {input_shape[0]} exceeds context={context} — "
+                             "crop the sequences or build gpt with a longer context")
+        params, state, shape = {}, {}, tuple(input_shape)
+        for i, name, layer in used:
+            shape, params[name], state[name] = init_child("gpt", i, name, layer, key, shape)
+        return tuple(input_shape) + (vocab_size,), params, state
+
+    def apply(params, state, tokens, *, key=None, train=False):
+        h, new_state = tokens, {}
+        for i, name, layer in used:
+            if name == "head":
+                continue
+            h, new_state[name] = layer.apply(params[name], state[name], h,
+                                             key=child_key(key, i), train=train)
+        if tie_embeddings:
+            table = params["token_embedding"]["embedding"]
+            logits = jnp.einsum("tf,vf->tv", h, table.astype(h.dtype))
+        else:
+            logits, new_state["head"] = children["head"].apply(params["head"], state["head"], h)
+        return logits, new_state
+
+    return Layer(init, apply, "GPT")
+
+
 def _sized_by_input(kind: str, build: Callable[[int], Layer]) -> Layer:
     """A layer whose structure depends on the flattened input size, known only at init."""
 
@@ -156,5 +277,6 @@ MODELS: dict[str, Callable[..., Layer]] = {
     "cnn2d": cnn2d,
     "autoencoder": autoencoder,
     "vae": vae,
+    "gpt": gpt,
 }
 

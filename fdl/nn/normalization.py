@@ -1,7 +1,8 @@
-"""Normalization layers: BatchNorm, LayerNorm and GroupNorm (channels-last).
+"""Normalization layers: BatchNorm, LayerNorm, GroupNorm and RMSNorm (channels-last).
 
-Numerical conventions, shared by the three layers (PyTorch's where the
-frameworks disagree, unless a layer's docstring says otherwise):
+Numerical conventions, shared by BatchNorm, LayerNorm and GroupNorm (PyTorch's
+where the frameworks disagree, unless a layer's docstring says otherwise;
+RMSNorm has no mean and its own epsilon, see its docstring):
 
 * `epsilon` defaults to 1e-5 (PyTorch; Keras uses 1e-3, Flax 1e-6 for
   LayerNorm/GroupNorm and 1e-5 for BatchNorm) and is added to the variance:
@@ -15,12 +16,14 @@ frameworks disagree, unless a layer's docstring says otherwise):
 """
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 from jax import lax
 
 from fdl.nn.core import BATCH_AXIS, Layer, ShapeError
 
-__all__ = ["BatchNorm", "LayerNorm", "GroupNorm", "NO_BATCH_AXIS_MESSAGE"]
+__all__ = ["BatchNorm", "LayerNorm", "GroupNorm", "RMSNorm", "NO_BATCH_AXIS_MESSAGE"]
 
 NO_BATCH_AXIS_MESSAGE = (
     f"BatchNorm: train=True needs the batch axis {BATCH_AXIS!r} — apply the model through "
@@ -28,7 +31,8 @@ NO_BATCH_AXIS_MESSAGE = (
 
 
 def BatchNorm(*, momentum: float = 0.99, epsilon: float = 1e-5, use_scale: bool = True,
-              use_bias: bool = True, axis: int = -1, dtype=jnp.float32) -> Layer:
+              use_bias: bool = True, axis: int = -1, running_variance: str = "biased",
+              dtype=jnp.float32) -> Layer:
     """Normalizes each channel with statistics over the batch and all other axes.
 
     Training (`train=True`) normalizes with the statistics of the current batch:
@@ -41,6 +45,7 @@ def BatchNorm(*, momentum: float = 0.99, epsilon: float = 1e-5, use_scale: bool 
 
         running_mean = momentum * running_mean + (1 - momentum) * batch_mean
         running_var  = momentum * running_var  + (1 - momentum) * batch_var
+                       # (times n / (n - 1) with running_variance="unbiased")
 
     Evaluation (`train=False`) normalizes with the running statistics and
     returns the state unchanged.
@@ -49,27 +54,37 @@ def BatchNorm(*, momentum: float = 0.99, epsilon: float = 1e-5, use_scale: bool 
       * `momentum` weights the OLD running value, as in Flax and Keras (both
         default 0.99). PyTorch's `momentum` weights the new batch value:
         PyTorch 0.1 == fdl 0.9.
-      * The running variance is updated with the BIASED batch variance (Flax,
-        Keras). PyTorch updates it with the unbiased one, `batch_var * n /
-        (n - 1)` with n = batch size x non-channel elements per example, so
-        PyTorch's running_var is slightly larger for small batches; the
-        normalization itself uses the biased variance in all three.
+      * By default (`running_variance="biased"`) the running variance is
+        updated with the BIASED batch variance (Flax, Keras). PyTorch updates
+        it with the unbiased one, `batch_var * n / (n - 1)` with n = batch
+        size x non-channel elements per example, so PyTorch's running_var is
+        slightly larger for small batches: `running_variance="unbiased"` does
+        the same. The normalization itself uses the biased batch variance in
+        training in every case (all three frameworks do), so the flag changes
+        only the running variance, i.e. evaluation after training steps.
+        To continue training a PyTorch `BatchNorm*d(momentum=m, eps=e)` with
+        its weights and buffers and evaluate as PyTorch would: `momentum=1 - m,
+        epsilon=e, running_variance="unbiased"`, `mean = running_mean`, `var =
+        running_var`, `scale = weight`, `bias = bias`.
 
     Args:
       momentum: weight of the old running statistics, in [0, 1].
       epsilon: added to the variance, > 0.
       use_scale, use_bias: learn a per-channel scale / bias.
       axis: the channel axis of one example (Keras' `axis`); -1 is channels-last.
+      running_variance: "biased" (Flax, Keras; the default) or "unbiased"
+        (PyTorch): which batch variance updates the running variance.
       dtype: dtype of params and running statistics.
 
     Params: `scale: (channels,)`, `bias: (channels,)`.
     State: `mean: (channels,)` running mean, starts at 0; `var: (channels,)`
-    running biased variance, starts at 1.
+    running variance (biased or unbiased as `running_variance` says), starts at 1.
     Input `(..., channels)` float (the channel axis at `axis`); output the same shape.
 
     Raises:
-      ValueError: momentum outside [0, 1], epsilon <= 0 or a non-int axis (constructor);
-        `train=True` outside `fdl.batched` (apply).
+      ValueError: momentum outside [0, 1], epsilon <= 0, a non-int axis or an
+        unknown running_variance (constructor); `train=True` outside
+        `fdl.batched`, or with "unbiased" one value per channel in the batch (apply).
       ShapeError: `axis` is not an axis of the input (init).
     """
     if not 0 <= momentum <= 1:
@@ -78,6 +93,9 @@ def BatchNorm(*, momentum: float = 0.99, epsilon: float = 1e-5, use_scale: bool 
     check_epsilon("BatchNorm", epsilon)
     if isinstance(axis, bool) or not isinstance(axis, int):
         raise ValueError(f"BatchNorm: axis is the one channel axis and must be an int, got {axis!r}")
+    if running_variance not in ("biased", "unbiased"):
+        raise ValueError(f"BatchNorm: running_variance must be 'biased' (Flax, Keras) or 'unbiased' "
+                         f"(PyTorch), got {running_variance!r}")
 
     def init(key, input_shape):
         del key
@@ -93,8 +111,11 @@ def BatchNorm(*, momentum: float = 0.99, epsilon: float = 1e-5, use_scale: bool 
         x_compute = x.astype(compute_dtype(x))
         if train:
             mean, var = batch_moments(x_compute, reduce_axes)
+            running_var = var
+            if running_variance == "unbiased":
+                running_var = var * bessel_correction(x.shape, reduce_axes)
             state = {"mean": running_average(state["mean"], mean, momentum),
-                     "var": running_average(state["var"], var, momentum)}
+                     "var": running_average(state["var"], running_var, momentum)}
         else:
             mean, var = state["mean"], state["var"]
         y = standardize(x_compute, along(mean, channel_axis, x.shape),
@@ -197,6 +218,62 @@ def GroupNorm(num_groups: int, *, epsilon: float = 1e-5, use_scale: bool = True,
     return Layer(init, apply, "GroupNorm")
 
 
+def RMSNorm(*, epsilon: float = 1e-6, use_scale: bool = True, axis: int | tuple[int, ...] = -1,
+            dtype=jnp.float32) -> Layer:
+    """Root-mean-square normalization (Zhang & Sennrich 2019, arXiv:1910.07467).
+
+    `y = x / sqrt(mean(x^2) + epsilon) * scale` over `axis`: no mean is
+    subtracted and there is no bias, as in T5, Llama and PyTorch's `nn.RMSNorm`.
+
+    `epsilon=1e-6` is Llama's reference code, Hugging Face's `LlamaRMSNorm`,
+    T5 and Flax's `RMSNorm`; some Llama checkpoints use 1e-5 (their config's
+    `rms_norm_eps`). PyTorch's `nn.RMSNorm(eps=None)` uses the input dtype's
+    machine epsilon instead, `torch.finfo(float32).eps` ~ 1.19e-7: pass
+    `epsilon=float(jnp.finfo(jnp.float32).eps)` to match it. `scale` starts at
+    ones and multiplies (Gemma's `1 + scale` with zero init is the same
+    function after `scale -> scale + 1`). The mean of squares and the
+    normalization run in at least float32; the output has the input's dtype.
+
+    Args:
+      epsilon: added to the mean of squares, > 0.
+      use_scale: learn an elementwise scale over the normalized axes.
+      axis: the axis or axes of one example to normalize over.
+      dtype: dtype of params.
+
+    Params: `scale` with the input's sizes on `axis`, e.g. `(features,)`.
+    Input `(..., features)` float; output the same shape.
+
+    Raises:
+      ValueError: epsilon <= 0 (constructor).
+      ShapeError: an `axis` that is not an axis of the input (init).
+
+    Example:
+      >>> y, _ = RMSNorm().apply({"scale": jnp.ones(2)}, {}, jnp.array([3.0, 4.0]))
+      >>> [round(float(v), 4) for v in y]  # [3, 4] / sqrt((9 + 16) / 2 + 1e-6)
+      [0.8485, 1.1314]
+    """
+    if not epsilon > 0:
+        raise ValueError(f"RMSNorm: epsilon is added to the mean of squares and must be > 0, got {epsilon!r}")
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+
+    def init(key, input_shape):
+        del key
+        normalized = normalize_axes("RMSNorm", input_shape, axes)
+        param_shape = tuple(input_shape[i] for i in normalized)
+        return tuple(input_shape), affine_params(param_shape, use_scale, False, dtype), {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        normalized = tuple(sorted(a % x.ndim for a in axes))
+        x_compute = x.astype(compute_dtype(x))
+        mean_square = jnp.mean(jnp.square(x_compute), normalized, keepdims=True)
+        y = scale_and_shift(x_compute * lax.rsqrt(mean_square + epsilon), params, normalized,
+                            use_scale, False)
+        return y.astype(x.dtype), state
+
+    return Layer(init, apply, "RMSNorm")
+
+
 def check_epsilon(kind: str, epsilon: float) -> None:
     """Raises a ValueError unless `epsilon` > 0."""
     if not epsilon > 0:
@@ -257,6 +334,21 @@ def batch_moments(x, reduce_axes: tuple[int, ...]):
     channel_axes = tuple(i for i in range(x.ndim) if i not in reduce_axes)
     centered = x - along(mean, channel_axes, x.shape)
     return mean, lax.pmean(jnp.mean(jnp.square(centered), reduce_axes), BATCH_AXIS)
+
+
+def bessel_correction(shape: tuple[int, ...], reduce_axes: tuple[int, ...]) -> float:
+    """`n / (n - 1)`, n = the batch size x the example's elements per channel (a Python float).
+
+    Call it under the batch axis (after `batch_moments`). Raises a ValueError when n = 1,
+    where the unbiased variance is undefined (PyTorch refuses such a batch too).
+    """
+    batch_size, per_example = lax.axis_size(BATCH_AXIS), math.prod(shape[i] for i in reduce_axes)
+    n = batch_size * per_example
+    if n < 2:
+        raise ValueError(f"BatchNorm: running_variance='unbiased' needs more than one value per "
+                         f"channel, got {n} (batch {batch_size} x {per_example} per example) "
+                         "— train with a larger batch, or use running_variance='biased'")
+    return n / (n - 1)
 
 
 def running_average(running, batch_value, momentum: float):

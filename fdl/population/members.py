@@ -165,7 +165,8 @@ def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=()
         state, active = args
 
         def train(state):
-            new_state, losses, train_metrics = train_epoch(state, x, y, epoch)
+            new_state, logs, train_metrics = train_epoch(state, (x, y), epoch)
+            losses = logs["loss"]
             return new_state, losses, train_metrics, evaluate(new_state, *val) if validate else {}
 
         def skip(state):  # a stopped member: its state stays, its logs are zeros
@@ -301,10 +302,12 @@ class Population:
     Example:
       >>> population = Population(model, loss="cross_entropy", optimizer={"name": "adam"},
       ...                         batch_size=100, metrics=["accuracy"])
-      >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(8)]
-      >>> result = population.train((x, y), (x_val, y_val), members=members, epochs=20,
+      >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(2)]
+      >>> result = population.train((x, y), (x_val, y_val), members=members, epochs=2,
       ...                           monitor="val_accuracy")
       >>> test_scores = population.evaluate(result.states, (x_test, y_test))
+      >>> len(test_scores), sorted(test_scores[0])
+      (4, ['accuracy', 'loss'])
 
     Args:
       model, loss, augment, batch_size, metrics, eval_batch_size: as in `fdl.fit`.
@@ -461,11 +464,13 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
     """Trains every member of a population; one compiled call per epoch for all of them.
 
     Example:
-      >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(8)]
+      >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(2)]
       >>> result = train_population(model, (x, y), (x_val, y_val), members=members,
-      ...                           optimizer={"name": "adam"}, epochs=20, batch_size=100,
+      ...                           optimizer={"name": "adam"}, epochs=2, batch_size=100,
       ...                           metrics=["accuracy"], monitor="val_accuracy",
       ...                           callbacks=lambda: [fdl.callbacks.EarlyStopping("val_loss", patience=5)])
+      >>> [len(history) for history in result.histories]
+      [2, 2, 2, 2]
 
     Args:
       model, train, val, loss, metrics, augment, batch_size, epochs, eval_batch_size: as in `fdl.fit`.

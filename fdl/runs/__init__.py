@@ -13,4 +13,14 @@ Imports config, train, population and records; only the command imports it.
 from fdl.runs.loaded import LoadedRun, load_run
 from fdl.runs.train import RunResult, resume_run, train_from_config
 
-__all__ = ["LoadedRun", "load_run", "RunResult", "resume_run", "train_from_config"]
+
+
+def __getattr__(name):
+    # The sweep needs Optuna (the `sweep` extra): `fdl.runs.sweep` loads on first use.
+    if name == "sweep":
+        import importlib
+        return importlib.import_module("fdl.runs.sweep")
+    raise AttributeError(f"module 'fdl.runs' has no attribute {name!r}")
+
+
+__all__ = ["LoadedRun", "load_run", "RunResult", "resume_run", "train_from_config", "sweep"]

@@ -19,7 +19,7 @@ from fdl.config import ConfigError, RunArguments, build_arguments, load_config
 from fdl.data import MinMaxStats, StandardizeStats, transform
 from fdl.optim import make_optimizer
 from fdl.records import RunDir
-from fdl.runs.train import split_evaluator
+from fdl.runs.train import evaluate_split, split_evaluator
 from fdl.train import Evaluator, TrainState, init_train_state, load_checkpoint
 
 __all__ = ["LoadedRun", "load_run"]
@@ -65,8 +65,7 @@ class LoadedRun:
         if split not in splits:
             raise ValueError(f"split {split!r}: this run's data has no {split} split — available: "
                              f"{', '.join(splits)}")
-        data = splits[split]
-        return self.evaluator.evaluate(self.state.params, self.state.model_state, data.x, data.y)
+        return evaluate_split(self.evaluator, self.state, splits[split])
 
     def preprocess(self, x) -> np.ndarray:
         """Raw inputs as the model saw them in training: the run's fitted preprocessing applied."""

@@ -14,13 +14,14 @@ from omegaconf import DictConfig
 
 from fdl import records
 from fdl.config import ConfigError, RunArguments, build_arguments, load_config, to_yaml
+from fdl.data import as_examples
 from fdl.metrics import get_metrics, infer_num_classes
 from fdl.nn import output_shape
 from fdl.records import RunDir
 from fdl.train import Evaluator, NonFiniteLossError, TrainState, fit, init_train_state, load_checkpoint, save_checkpoint
 from fdl.train.callbacks import ModelCheckpoint
 
-__all__ = ["RunResult", "train_from_config", "resume_run", "split_evaluator"]
+__all__ = ["RunResult", "train_from_config", "resume_run", "split_evaluator", "evaluate_split"]
 
 
 @dataclasses.dataclass
@@ -32,13 +33,20 @@ class RunResult:
 
 
 def split_evaluator(arguments: RunArguments, *, confusion: bool = False) -> Evaluator:
-    """The Evaluator of a run's loss and metrics (and the confusion matrix when asked)."""
+    """The Evaluator of a run's loss (or objective) and metrics (and the confusion matrix when asked)."""
     config, dataset = arguments.config, arguments.data.dataset
     num_classes = infer_num_classes(output_shape(arguments.model, dataset.feature_shape))
     names = list(config.metrics) + (["confusion_matrix"] if confusion else [])
     metrics = get_metrics(names, num_classes or (2 if dataset.num_classes == 2 else None))
-    return Evaluator(arguments.model, loss=arguments.loss, metrics=metrics,
-                     batch_size=config.training.eval_batch_size)
+    minimized = {"objective": arguments.objective} if arguments.objective is not None else {"loss": arguments.loss}
+    return Evaluator(arguments.model, metrics=metrics, batch_size=config.training.eval_batch_size, **minimized)
+
+
+def evaluate_split(evaluator: Evaluator, state: TrainState, split) -> dict:
+    """Scores of `state` on one data split: (x, y) for a loss, the split's batch for an objective."""
+    if evaluator.objective is not None:
+        return evaluator.evaluate(state.params, state.model_state, as_examples(split))
+    return evaluator.evaluate(state.params, state.model_state, split.x, split.y)
 
 
 def _open_run_dir(config: DictConfig) -> RunDir:
@@ -116,10 +124,9 @@ def _write_summary(run_dir: RunDir, arguments: RunArguments, state: TrainState, 
                    wall_time: float) -> dict:
     """Evaluates every split, draws the confusion matrix, writes the summary; returns it."""
     config, dataset = arguments.config, arguments.data.dataset
-    classifier = dataset.num_classes is not None
+    classifier = dataset.num_classes is not None and arguments.objective is None
     evaluator = split_evaluator(arguments, confusion=classifier)
-    scores = {name: evaluator.evaluate(state.params, state.model_state, split.x, split.y)
-              for name, split in dataset.splits().items()}
+    scores = {name: evaluate_split(evaluator, state, split) for name, split in dataset.splits().items()}
     if classifier and config.output.plots:
         shown = "test" if "test" in scores else "val" if "val" in scores else "train"
         records.plot_confusion_matrix(scores[shown].pop("confusion_matrix"), run_dir.plot("confusion_matrix"),

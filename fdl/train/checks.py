@@ -39,7 +39,7 @@ import numpy as np
 
 from fdl.nn.core import Layer, ShapeError
 
-__all__ = ["check_data", "check_examples", "check_model_input", "check_positive_int",
+__all__ = ["check_example_tree", "check_data", "check_examples", "check_model_input", "check_positive_int",
            "check_targets", "loss_name"]
 
 _CHUNK_VALUES = 1 << 22  # values per block of the NaN/Inf scan: bounds its temporary memory
@@ -181,6 +181,49 @@ def check_examples(role: str, x, y=None, *, finite: bool = True) -> int:
                              "or real targets) — convert the labels with np.unique(y, "
                              "return_inverse=True)[1]")
     return int(x.shape[0])
+
+
+def _leaf_name(role: str, path) -> str:
+    return role + "".join(f"[{getattr(p, 'key', getattr(p, 'idx', getattr(p, 'name', p)))!r}]" for p in path)
+
+
+def check_example_tree(role: str, data, *, finite: bool = True) -> int:
+    """Checks a pytree batch: every leaf has a leading example axis of the same length n >= 1.
+
+    The pytree form of `check_examples`, for objectives' batches (`(x, y)`, a dict,
+    a bare x): the leaf whose length differs is named by its path
+    (`train['tokens'] has 100 examples but train['mask'] has 99`).
+
+    Returns:
+      n, the number of examples.
+
+    Raises:
+      ValueError: no arrays, a leaf without an example axis, lengths that differ,
+        an empty batch, or (with `finite`) a NaN/Inf in a float leaf.
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(data)[0]
+    if not leaves:
+        raise ValueError(f"{role}: holds no arrays — give arrays with a leading example axis")
+    first_path, first = leaves[0]
+    n = None
+    for path, leaf in leaves:
+        leaf = np.asarray(leaf)
+        name = _leaf_name(role, path)
+        if leaf.ndim == 0:
+            raise ValueError(f"{name} is a scalar; every array of a batch needs a leading example axis")
+        if n is None:
+            n, first_name = leaf.shape[0], name
+        elif leaf.shape[0] != n:
+            raise ValueError(f"{name} has {leaf.shape[0]} examples but {first_name} has {n} — give "
+                             "every array one row per example")
+        if finite and leaf.dtype.kind == "f":
+            bad = _first_non_finite(leaf)
+            if bad is not None:
+                raise ValueError(f"{name}[{_index_text(bad)}] holds {_value_text(leaf[bad])} — drop or "
+                                 "impute that example")
+    if n == 0:
+        raise ValueError(f"{role}: is empty (0 examples) — give at least one example")
+    return int(n)
 
 
 def _abstract_init(model: Layer, input_shape: tuple):

@@ -10,6 +10,7 @@ counts and sums, never averaged batch averages).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from fdl.metrics import Metric
 from fdl.nn.core import Layer, batched
+from fdl.objectives import PREDICTIONS
 from fdl.train.step import Loss
 
 __all__ = ["DEFAULT_EVAL_BATCH_SIZE", "Evaluator", "padded_batches"]
@@ -60,10 +62,15 @@ class Evaluator:
       batch_size: rows per compiled call.
     """
 
-    def __init__(self, model: Layer, *, loss: Loss | None = None, metrics: Sequence[Metric] = (),
-                 batch_size: int = DEFAULT_EVAL_BATCH_SIZE):
+    def __init__(self, model: Layer, *, loss: Loss | None = None, objective=None,
+                 metrics: Sequence[Metric] = (), batch_size: int = DEFAULT_EVAL_BATCH_SIZE):
+        if loss is not None and objective is not None:
+            raise ValueError("Evaluator: give a per-example loss or an objective, not both")
         self.model, self.loss, self.metrics, self.batch_size = model, loss, tuple(metrics), batch_size
+        self.objective = objective
         apply = batched(model)
+        if objective is not None:
+            self._objective_step = jax.jit(self._objective_batch, donate_argnums=2)
         self._outputs = jax.jit(lambda params, model_state, x: apply(params, model_state, x, train=False)[0])
         self._step = jax.jit(self._eval_step, donate_argnums=2)
         self._finish = jax.jit(self._results)
@@ -78,20 +85,64 @@ class Evaluator:
             acc[metric.name] = metric.update(acc[metric.name], outputs, y, mask)
         return acc
 
+    def _objective_batch(self, params, model_state, acc, batch):
+        """Adds one batch's objective value and logs, weighted by its size, to the sums."""
+        eval_apply = functools.partial(batched(self.model), train=False)
+        value, (_, logs) = self.objective(eval_apply, params, model_state, batch, None)
+        logs = dict(logs)
+        predictions = logs.pop(PREDICTIONS, None)
+        size = jax.tree.leaves(batch)[0].shape[0]
+        acc = dict(acc, count=acc["count"] + size)
+        for name, log in {"loss": value, **logs}.items():
+            acc[name] = acc[name] + size * log
+        if self.metrics:
+            if predictions is None:
+                raise ValueError(f"metrics [{', '.join(m.name for m in self.metrics)}]: the objective "
+                                 "gives no predictions to measure — pass metrics=[]")
+            outputs, targets = predictions
+            mask = jnp.ones(size, bool)
+            for metric in self.metrics:
+                acc[metric.name] = metric.update(acc[metric.name], outputs, targets, mask)
+        return acc
+
+    def _evaluate_objective(self, params, model_state, data) -> dict:
+        """Mean objective value and logs over every example (the last batch at its own size)."""
+        n = jax.tree.leaves(data)[0].shape[0]
+        batches = [jax.tree.map(lambda a: a[start:start + self.batch_size], data)
+                   for start in range(0, n, self.batch_size)]
+        eval_apply = functools.partial(batched(self.model), train=False)
+        value, (_, logs) = jax.eval_shape(lambda b: self.objective(eval_apply, params, model_state, b, None),
+                                          batches[0])
+        names = ["loss", *(k for k in logs if k != PREDICTIONS)]
+        capacity = 1 << max(0, math.ceil(math.log2(n)))
+        acc = {"count": jnp.zeros((), jnp.int32), **{k: jnp.zeros((), jnp.float32) for k in names},
+               **{m.name: m.init(capacity) for m in self.metrics}}
+        for batch in batches:
+            acc = self._objective_step(params, model_state, acc, batch)
+        acc = jax.device_get(acc)
+        results = {k: float(acc[k] / acc["count"]) for k in names}
+        for metric in self.metrics:
+            value = np.asarray(metric.compute(acc[metric.name]))
+            results[metric.name] = float(value) if value.ndim == 0 else value
+        return results
+
     def _results(self, acc):
         return {"loss": acc["loss_sum"] / acc["count"],
                 **{m.name: m.compute(acc[m.name]) for m in self.metrics}}
 
-    def evaluate(self, params, model_state, x, y) -> dict:
+    def evaluate(self, params, model_state, x, y=None) -> dict:
         """Loss (mean over examples) and metrics over a whole split, in eval mode.
 
         Args:
-          x: (n, *input_shape) array; y: (n, ...) targets.
+          x: (n, *input_shape) array; y: (n, ...) targets. For an objective's
+            evaluator, `x` is the split's batch pytree and `y` is left out.
 
         Returns:
           dict name -> float (or numpy array for per-class metrics); "loss" if the
-          evaluator has a loss.
+          evaluator has a loss or an objective (and then the objective's logs).
         """
+        if self.objective is not None:
+            return self._evaluate_objective(params, model_state, x)
         # Metrics that keep every score (roc_auc) get a power-of-two buffer, so splits
         # of different sizes share one compiled step.
         capacity = 1 << max(0, math.ceil(math.log2(x.shape[0])))

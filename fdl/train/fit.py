@@ -13,20 +13,20 @@ import jax
 import numpy as np
 import optax
 
+from fdl.data.dataset import as_arrays, as_examples
 from fdl.data.stream import NpyStream
 from fdl.io import to_python
 from fdl.losses import get_loss
-from fdl.data.dataset import as_arrays
 from fdl.metrics import Metric, get_metrics, infer_num_classes
 from fdl.nn.core import Layer
 from fdl.nn.summary import output_shape
 from fdl.optim import make_optimizer
-from fdl.train.checks import check_data, check_positive_int
 from fdl.train.callbacks import ProgressBar, Run, as_callback
+from fdl.train.checks import check_data, check_example_tree, check_positive_int
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
-from fdl.train.step import make_train_step
+from fdl.train.step import make_custom_step, make_train_step
 
 
 __all__ = [
@@ -77,11 +77,49 @@ def metrics_for(model: Layer, input_shape, metrics: Sequence) -> tuple[Metric, .
     return get_metrics(metrics, infer_num_classes(out_shape))
 
 
-def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam", epochs: int = 1,
-        batch_size: int = 32, metrics: Sequence = (), callbacks: Sequence = (), seed: int = 0,
-        augment=None, state: TrainState | None = None, fused: bool = True,
-        placement: str = "auto", per_example: bool = False, eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
-        verbose: int = 1) -> tuple[TrainState, History]:
+def _default_input_shape(data) -> tuple | None:
+    """The model's per-example input shape read off the data: x of a tuple batch, a bare array."""
+    first = data[0] if isinstance(data, (tuple, list)) and data else data
+    return tuple(first.shape[1:]) if hasattr(first, "shape") else None
+
+
+def _check_model_arguments(model, *, step, state, objective, metrics, augment, per_example) -> None:
+    """One-line errors for arguments that do not go together (a custom step does the whole update)."""
+    if step is not None and (augment is not None or per_example):
+        raise ValueError("step: a custom step does the whole update — augment its batch and compute "
+                         "per-example gradients inside it (augment= and per_example= apply to loss/objective)")
+    if model is None:
+        if step is None:
+            raise ValueError("model: None trains only with a custom step= (and its state=) — pass the Layer")
+        if state is None:
+            raise ValueError("state: fit(None, ..., step=...) needs state= — build it with "
+                             "fdl.init_train_state(models, input_shapes, optimizers, seed)")
+        if objective is not None or metrics:
+            raise ValueError("objective/metrics: they need the model, and fit(None, ...) has none — "
+                             "log what you measure from the custom step instead")
+
+
+def _validation(model, val, *, supervised_path: bool, loss_fn, input_shape, objective):
+    """The validation data, checked like the training data, or None."""
+    if val is None:
+        return None
+    if supervised_path:
+        x_val, y_val = as_arrays(val, "val")
+        _, _, y_val = check_data("val", model, x_val, y_val, loss=loss_fn, expected_shape=input_shape)
+        return x_val, y_val
+    if objective is None:
+        raise ValueError("val: a custom step has no validation objective — pass objective= as well "
+                         "(it scores val), or drop val")
+    data = as_examples(val, "val")
+    check_example_tree("val", data)
+    return data
+
+
+def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective=None, step=None,
+        input_shape=None, optimizer="adam", epochs: int = 1, batch_size: int = 32, metrics: Sequence = (),
+        callbacks: Sequence = (), seed: int = 0, augment=None, state: TrainState | None = None,
+        fused: bool = True, placement: str = "auto", per_example: bool = False,
+        eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE, verbose: int = 1) -> tuple[TrainState, History]:
     """Trains `model` on `train` and returns the final state and the per-epoch history.
 
     Each epoch is one compiled call: by default `lax.scan` over the epoch's
@@ -92,26 +130,45 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     prefetched to the device, in the same order. The last partial batch of each
     epoch is dropped.
 
+    What is minimized: a per-example `loss` on `(x, y)` (Keras' case); or an
+    `objective(apply, params, model_state, batch, key) -> (loss, (model_state,
+    logs))` (fdl.objectives) on any batch — a pytree with a leading example
+    axis: `(x, y)`, a dict such as `{"tokens": ..., "mask": ...}`, a bare `x`;
+    or a whole custom `step(state, batch) -> (state, logs)` (several models,
+    several optimizers). The objective's and the step's logs are averaged over
+    the epoch and recorded like any metric.
+
     Example:
       >>> state, history = fdl.fit(model, (x, y), val=(x_val, y_val), loss="cross_entropy",
       ...                          optimizer={"name": "adam", "learning_rate": 1e-3},
-      ...                          epochs=20, batch_size=100, metrics=["accuracy"], seed=0)
+      ...                          epochs=2, batch_size=32, metrics=["accuracy"], seed=0)
+      >>> history["val_accuracy"]                               # one value per epoch
+      [..., ...]
 
     Args:
-      model: the Layer to train (written for one example).
+      model: the Layer to train (written for one example); None with `step` and `state`.
       train: (x, y) arrays, an fdl.data Split, an fdl.data Dataset (then its
-        val split is used when `val` is None), or an fdl.data.NpyStream (its
-        files are read in this run's order; `batch_size` is fit's). x: (n, *input_shape).
-      val: optional validation data, evaluated after every epoch ("val_" keys).
+        val split is used when `val` is None), an fdl.data.NpyStream (its
+        files are read in this run's order; `batch_size` is fit's), or — with
+        `objective` or `step` — any pytree of arrays with n examples.
+      val: optional validation data, evaluated after every epoch ("val_" keys)
+        with the loss, or the objective in eval mode.
       loss: a name from fdl.losses or a per-example `loss(output, target)`.
+      objective: what to minimize instead of `loss` (see fdl.objectives).
+      step: a custom `step(state, batch) -> (state, logs)` doing the whole update;
+        logs["loss"] is required (NaN detection); fdl counts the steps.
+      input_shape: the model's per-example input shape, when the batch does not
+        show it (a dict batch); default: x's of a tuple batch or a bare array.
       optimizer: a name, a dict for fdl.optim.make_optimizer, or an optax transformation.
       epochs: total epochs; with `state` given, training resumes from its step.
       batch_size: examples per step.
       metrics: names (fdl.metrics.get_metric) or Metric objects, computed exactly
-        over the epoch's training examples and over `val`.
+        over the epoch's training examples and over `val` (from the objective's
+        predictions, `fdl.objectives.PREDICTIONS`).
       callbacks: fdl.train.callbacks objects or plain `fn(epoch, logs)`.
       seed: the run's seed (initialization, dropout, augmentation, data order).
-      augment: per-example `(key, x) -> x` applied inside the compiled step (train only).
+      augment: per-example `(key, x) -> x` applied inside the compiled step
+        (train only) to x of a tuple batch, a bare array, or each example of a dict.
       state: a TrainState to resume from (e.g. from fdl.load_checkpoint).
       fused: run each epoch as one `lax.scan` (default) or step from the host.
       placement: "device" (upload the data once), "host" (stream batches), or
@@ -130,35 +187,45 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
     if val is None and hasattr(train, "val") and getattr(train, "val") is not None:
         val = train.val
     stream = train if isinstance(train, NpyStream) else None
-    x, y = (stream.x, stream.y) if stream is not None else as_arrays(train)
-    input_shape = tuple(x.shape[1:])
-    loss_fn, tx = get_loss(loss), as_optimizer(optimizer)
+    epochs, tx = check_positive_int("epochs", epochs), as_optimizer(optimizer)
+    supervised_path = objective is None and step is None
+    loss_fn = get_loss(loss) if supervised_path else None
+    _check_model_arguments(model, step=step, state=state, objective=objective, metrics=metrics,
+                           augment=augment, per_example=per_example)
     # Every array is checked against the model once, up front (streamed batches as they are read).
-    epochs = check_positive_int("epochs", epochs)
-    n, _, checked_y = check_data("train", model, x, y, loss=loss_fn, finite=stream is None,
-                                 params=None if state is None else state.params)
-    y = y if stream is not None else checked_y
+    if supervised_path:
+        x, y = (stream.x, stream.y) if stream is not None else as_arrays(train)
+        input_shape = tuple(x.shape[1:])
+        n, _, checked_y = check_data("train", model, x, y, loss=loss_fn, finite=stream is None,
+                                     params=None if state is None else state.params)
+        data = (x, y if stream is not None else checked_y)
+    else:
+        data = (stream.x, stream.y) if stream is not None else as_examples(train)
+        n = check_example_tree("train", data)
+        input_shape = tuple(input_shape) if input_shape is not None else _default_input_shape(data)
     batch_size = check_positive_int("batch_size", batch_size, maximum=n)
-    val_arrays = None
-    if val is not None:
-        x_val, y_val = as_arrays(val, "val")
-        _, _, y_val = check_data("val", model, x_val, y_val, loss=loss_fn, expected_shape=input_shape)
-        val_arrays = (x_val, y_val)
-    metric_list = metrics_for(model, input_shape, metrics)
-    steps_per_epoch = x.shape[0] // batch_size
+    val_data = _validation(model, val, supervised_path=supervised_path, loss_fn=loss_fn,
+                           input_shape=input_shape, objective=objective)
+    metric_list = metrics_for(model, input_shape, metrics) if metrics else ()
     if state is None:
+        if model is None or input_shape is None:
+            raise ValueError("input_shape: the batch does not show the model's per-example input "
+                             "shape (a dict batch) — pass input_shape=, or a state= to train")
         state = init_train_state(model, input_shape, tx, seed)
-    step = make_train_step(model, loss_fn, tx, augment=augment, per_example=per_example)
+    train_step = make_custom_step(step) if step is not None else make_train_step(
+        model, loss_fn, tx, objective=objective, augment=augment, per_example=per_example)
+    steps_per_epoch = n // batch_size
     if placement == "auto":
-        placement = "host" if stream is not None or not fits_on_device(x, y) else "device"
+        placement = "host" if stream is not None or not fits_on_device(data) else "device"
     if placement == "device":
-        run_epoch, replay_epoch = device_epochs(step, batch_size, metric_list, fused, x, y)
+        run_epoch, replay_epoch = device_epochs(train_step, batch_size, metric_list, fused, data)
     elif placement == "host":
-        run_epoch, replay_epoch = host_epochs(step, batch_size, metric_list, x, y, stream)
+        run_epoch, replay_epoch = host_epochs(train_step, batch_size, metric_list, data, stream)
     else:
         raise ValueError(f"fit: placement must be 'auto', 'device' or 'host', got {placement!r}")
     # Owned by this run: one compiled validation program for every epoch.
-    evaluator = Evaluator(model, loss=loss_fn, metrics=metric_list, batch_size=eval_batch_size)
+    evaluator = None if val_data is None else Evaluator(
+        model, loss=loss_fn, objective=objective, metrics=metric_list, batch_size=eval_batch_size)
 
     run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch,
               history=History())
@@ -177,8 +244,9 @@ def fit(model: Layer, train, val=None, *, loss="cross_entropy", optimizer="adam"
             seconds = time.perf_counter() - start
             run.state = new_state
             logs = {"epoch": epoch + 1, **to_python(summary)}
-            if val_arrays is not None:
-                scores = evaluator.evaluate(new_state.params, new_state.model_state, *val_arrays)
+            if evaluator is not None:
+                scores = evaluator.evaluate(new_state.params, new_state.model_state, *(
+                    val_data if supervised_path else (val_data,)))
                 logs.update({f"val_{k}": v for k, v in scores.items()})
             logs.update(time_s=seconds, steps_per_s=steps_per_epoch / seconds)
             run.history.append(logs)

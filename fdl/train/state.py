@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from fdl.nn.core import Layer
 from fdl.typing import Params, State
 
 
@@ -33,20 +32,41 @@ class TrainState:
     rng: jax.Array
 
 
-def init_train_state(model: Layer, input_shape, optimizer: optax.GradientTransformation,
-                     seed: int | jax.Array) -> TrainState:
+def init_train_state(model, input_shape, optimizer, seed: int | jax.Array) -> TrainState:
     """Initializes params from `seed` and the optimizer state from the params.
 
+    Several named models (a GAN's generator and discriminator) share one state:
+    pass dicts with the same keys for `model`, `input_shape` and `optimizer`;
+    then `params`, `model_state` and `opt_state` are dicts by model name, model
+    i initialized from `fold_in(init key, i)` in key order. A custom step
+    (`fit(step=...)`) updates each with its own optimizer.
+
     Args:
-      model: the Layer to train.
-      input_shape: per-example input shape, e.g. (40,).
-      optimizer: an optax transformation (see fdl.optim.make_optimizer).
+      model: the Layer to train, or a dict name -> Layer.
+      input_shape: per-example input shape, e.g. (40,) (or a dict name -> shape).
+      optimizer: an optax transformation (see fdl.optim.make_optimizer), or a dict
+        name -> transformation.
       seed: an int, or a traced int32 scalar (so populations can vmap over it).
+
+    Raises:
+      ValueError: dicts whose keys differ (names the missing model).
     """
     root = jax.random.PRNGKey(seed)
     init_key, run_key = jax.random.split(root)
-    _, params, model_state = model.init(init_key, tuple(input_shape))
-    return TrainState(params=params, model_state=model_state, opt_state=optimizer.init(params),
+    if isinstance(model, dict):
+        for name, given in (("input_shape", input_shape), ("optimizer", optimizer)):
+            if not isinstance(given, dict) or set(given) != set(model):
+                raise ValueError(f"{name}: with several models give a dict with one entry per model "
+                                 f"{sorted(model)}, got {sorted(given) if isinstance(given, dict) else given!r}")
+        params, model_state, opt_state = {}, {}, {}
+        for index, name in enumerate(sorted(model)):
+            _, params[name], model_state[name] = model[name].init(jax.random.fold_in(init_key, index),
+                                                                  tuple(input_shape[name]))
+            opt_state[name] = optimizer[name].init(params[name])
+    else:
+        _, params, model_state = model.init(init_key, tuple(input_shape))
+        opt_state = optimizer.init(params)
+    return TrainState(params=params, model_state=model_state, opt_state=opt_state,
                       step=jnp.zeros((), jnp.int32), rng=run_key)
 
 

@@ -1,8 +1,9 @@
 """One optimizer step and one evaluation batch, as pure functions.
 
-`make_train_step` returns `step(state, x, y) -> (state, loss, outputs)` for one batch;
-it is what both the fused epoch (`lax.scan` over steps) and the host loop call,
-so the two paths compute the same numbers.
+`make_train_step` returns `step(state, batch) -> (state, logs)` for one batch (any
+pytree with a leading example axis: `(x, y)`, a dict, a bare `x`); it is what both
+the fused epoch (`lax.scan` over steps) and the host loop call, so the two paths
+compute the same numbers. A user's own step (`make_custom_step`) has the same form.
 
 The randomness of a train step is fixed per example: the step key splits into
 (augment key, dropout key), and example i of a batch of n gets
@@ -20,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fdl.nn.core import BATCH_AXIS, Layer
+from fdl.nn.core import BATCH_AXIS, Layer, batched
 from fdl.nn.normalization import NO_BATCH_AXIS_MESSAGE
+from fdl.objectives import PREDICTIONS, Objective, supervised, takes_step
 from fdl.train.state import TrainState, step_key
 
 Loss = Callable[[jax.Array, jax.Array], jax.Array]  # (output, target) of ONE example -> ()
@@ -30,7 +32,8 @@ Augment = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x) of ONE example
 
 __all__ = [
     "example_keys", "make_loss_fn", "make_per_example_value_and_grad", "per_example_grads",
-    "make_train_step", "guard", "all_finite",
+    "augment_batch", "make_train_step", "RESERVED_LOGS", "check_log_names", "make_custom_step", "guard",
+    "all_finite",
 ]
 
 
@@ -139,9 +142,40 @@ def per_example_grads(model: Layer, loss: Loss, params, model_state, x, y, key, 
     return per_example(params, model_state, x, y, key)[2]
 
 
-def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransformation, *,
-                    augment: Augment | None = None, per_example: bool = False):
-    """`step(state, x, y) -> (state, loss, outputs)`: one optimizer step on one batch.
+def augment_batch(augment: Augment | None, batch, key: jax.Array):
+    """The batch with each example's input augmented with its own key (`split(key, n)[i]`).
+
+    The input is the first element of a tuple or list batch (x of `(x, y)`), a
+    bare array batch itself, or — for a dict batch — the whole per-example dict
+    (`augment(key, {"tokens": ..., "mask": ...})` returns the dict).
+    """
+    if augment is None:
+        return batch
+    if isinstance(batch, (tuple, list)):
+        x = batch[0]
+        x = jax.vmap(augment)(jax.random.split(key, jax.tree.leaves(x)[0].shape[0]), x)
+        rest = (x, *batch[1:])
+        return type(batch)(*rest) if hasattr(batch, "_fields") else type(batch)(rest)
+    return jax.vmap(augment)(jax.random.split(key, jax.tree.leaves(batch)[0].shape[0]), batch)
+
+
+def _apply_updates(optimizer, state: TrainState, grads, model_state) -> TrainState:
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return state.replace(params=optax.apply_updates(state.params, updates), model_state=model_state,
+                         opt_state=opt_state, step=state.step + 1)
+
+
+def make_train_step(model: Layer, loss: Loss | None, optimizer: optax.GradientTransformation, *,
+                    objective: Objective | None = None, augment: Augment | None = None,
+                    per_example: bool = False):
+    """`step(state, batch) -> (state, logs)`: one optimizer step on one batch.
+
+    What is minimized is `objective` (see fdl.objectives), or — the Keras case —
+    the batch mean of a per-example `loss` on `(x, y)` batches
+    (`fdl.objectives.supervised(loss)`, the same numbers). The step key
+    (`step_key(state)`) is the objective's key; its first half augments each
+    example's input (`augment_batch`), the objective passes the second half to
+    the model (`fdl.objectives.model_key`).
 
     The step itself spends nothing on checking for NaN/Inf; the epoch drivers
     check the losses and the final params once per epoch and, if something is
@@ -150,40 +184,92 @@ def make_train_step(model: Layer, loss: Loss, optimizer: optax.GradientTransform
 
     Args:
       model: the Layer being trained.
-      loss: per-example loss (see fdl.losses).
+      loss: per-example loss (see fdl.losses), or None when `objective` is given.
       optimizer: optax transformation.
+      objective: `objective(apply, params, model_state, batch, key) -> (loss, (model_state, logs))`.
       augment: optional per-example `(key, x) -> x`, applied in train steps only.
       per_example: feed the optimizer per-example gradients (leading batch axis),
         e.g. for `optax.contrib.differentially_private_aggregate` (DP-SGD). They
         come from one backward pass over the same augmented inputs and dropout
-        masks as the batch loss; the loss reported is their mean.
+        masks as the batch loss; the loss reported is their mean. Needs `loss`.
 
     Returns:
-      `step(state, x: (batch, *input_shape), y: (batch, *target_shape))
-      -> (new state, () mean loss, (batch, *output_shape) train-mode outputs)`.
+      `step(state, batch) -> (new state, logs)`: logs["loss"] () the value
+      minimized, the objective's own logs, and `logs[PREDICTIONS] = (outputs,
+      targets)` when the objective gives them (the engine's exact metrics).
     """
+    if (loss is None) == (objective is None):
+        raise ValueError("make_train_step: give a per-example loss or an objective, not both")
     if per_example:
+        if loss is None:
+            raise ValueError("per_example=True needs a per-example loss (loss=...), not an objective — "
+                             "DP-SGD clips each example's gradient of its own loss")
         per_example_value_and_grad = make_per_example_value_and_grad(model, loss, augment)
 
-        def value_and_grad(params, model_state, x, y, key):
-            losses, aux, grads = per_example_value_and_grad(params, model_state, x, y, key)
-            return (jnp.mean(losses), aux), grads
-    else:
-        value_and_grad = jax.value_and_grad(make_loss_fn(model, loss, augment), has_aux=True)
+        def step(state: TrainState, batch):
+            x, y = batch
+            losses, (model_state, outputs), grads = per_example_value_and_grad(
+                state.params, state.model_state, x, y, step_key(state))
+            logs = {"loss": jnp.mean(losses), PREDICTIONS: (outputs, y)}
+            return _apply_updates(optimizer, state, grads, model_state), logs
 
-    def step(state: TrainState, x, y):
-        (loss_value, (model_state, outputs)), grads = value_and_grad(
-            state.params, state.model_state, x, y, step_key(state))
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new_state = state.replace(params=optax.apply_updates(state.params, updates),
-                                  model_state=model_state, opt_state=opt_state, step=state.step + 1)
-        return new_state, loss_value, outputs
+        return step
+    objective = objective if objective is not None else supervised(loss)
+    train_apply = functools.partial(batched(model), train=True)
+    with_step = takes_step(objective)
+
+    def value(params, model_state, batch, key, step):
+        extra = {"step": step} if with_step else {}
+        loss_value, (model_state, logs) = objective(train_apply, params, model_state, batch, key, **extra)
+        return loss_value, (model_state, logs)
+
+    value_and_grad = jax.value_and_grad(value, has_aux=True)
+
+    def step(state: TrainState, batch):
+        key = step_key(state)
+        batch = augment_batch(augment, batch, jax.random.split(key)[0])
+        (loss_value, (model_state, logs)), grads = value_and_grad(
+            state.params, state.model_state, batch, key, state.step)
+        logs = check_log_names(logs, "objective")
+        return _apply_updates(optimizer, state, grads, model_state), {"loss": loss_value, **logs}
 
     return step
 
 
+# What the engine itself logs each epoch; a step's or objective's logs may not take these names.
+RESERVED_LOGS = ("finite", "step", "epoch", "learning_rate", "time_s", "steps_per_s")
+
+
+def check_log_names(logs: dict, where: str) -> dict:
+    """`logs` as they are, or a one-line error for a name the engine's own logs use."""
+    for name in logs:
+        if name in RESERVED_LOGS or str(name).startswith("val_"):
+            raise ValueError(f"{where}: logs[{name!r}] — fdl logs {', '.join(RESERVED_LOGS)} and the "
+                             "val_ keys itself; give this value another name")
+    return logs
+
+
+def make_custom_step(step):
+    """A user's `step(state, batch) -> (state, logs)` as the engine runs it.
+
+    The user's step does the whole update (several models, several optimizers:
+    see `init_train_state` with dicts); fdl counts the step afterwards (keys and
+    data order follow `state.step`), and requires `logs["loss"]`, the value it
+    watches for NaN/Inf.
+    """
+
+    def counted(state: TrainState, batch):
+        new_state, logs = step(state, batch)
+        if not isinstance(logs, dict) or "loss" not in logs:
+            raise ValueError("step: a custom step must return (state, logs) with logs['loss'], the "
+                             "scalar fdl checks for NaN/Inf and logs as 'loss'")
+        return new_state.replace(step=state.step + 1), check_log_names(logs, "step")
+
+    return counted
+
+
 def guard(step):
-    """`guarded(state, x, y, halted) -> (state, loss, outputs, halted)`: stop at the first non-finite step.
+    """`guarded(state, batch, halted) -> (state, logs, halted)`: stop at the first non-finite step.
 
     A step fails when its loss or its updated params are not finite (so
     non-finite gradients are caught at the step that produced them). From the
@@ -192,11 +278,11 @@ def guard(step):
     the engine uses it only to replay an epoch that went wrong.
     """
 
-    def guarded(state, x, y, halted):
-        new_state, loss_value, outputs = step(state, x, y)
-        halted = halted | ~(jnp.isfinite(loss_value) & all_finite(new_state.params))
+    def guarded(state, batch, halted):
+        new_state, logs = step(state, batch)
+        halted = halted | ~(jnp.isfinite(logs["loss"]) & all_finite(new_state.params))
         state = jax.tree.map(lambda new, old: jnp.where(halted, old, new), new_state, state)
-        return state, loss_value, outputs, halted
+        return state, logs, halted
 
     return guarded
 

@@ -1,4 +1,4 @@
-"""Catalogue rows for dense, reshape, activations and combinators."""
+"""Catalogue rows for dense, reshape, activations, combinators and transforms."""
 from fdl import nn
 
 ROWS = [
@@ -14,4 +14,11 @@ ROWS = [
     ("residual", lambda: nn.residual(nn.Dense(4), nn.Tanh()), (4,)),
     ("parallel_concat", lambda: nn.serial(nn.parallel(nn.Dense(2), nn.Dense(3)), nn.FanInConcat()), (4,)),
     ("parallel_sum", lambda: nn.serial(nn.parallel(nn.Dense(3), nn.Identity()), nn.FanInSum()), (3,)),
+    # Transforms (fdl/nn/transforms.py) and the decoder block, which is built from these combinators.
+    ("repeat", lambda: nn.repeat(nn.residual(nn.Dense(3), nn.Tanh()), 3), (3,)),
+    ("remat", lambda: nn.remat(nn.serial(nn.Dense(4), nn.Gelu()), "dots_saveable"), (3,)),
+    ("repeat_remat_dropout", lambda: nn.repeat(nn.remat(nn.residual(nn.Dense(3), nn.Dropout(0.5))), 2),
+     (2, 3)),
+    ("transformer_decoder_block_rms_rotary",
+     lambda: nn.TransformerDecoderBlock(2, 6, norm="rms", rotary=True), (4, 4)),
 ]

@@ -4,8 +4,8 @@ The catalogue applies with train=False, so these rows cover evaluation mode;
 train mode is tested in test_normalization.py and test_dropout.py.
 """
 from fdl.nn.dropout import Dropout
-from fdl.nn.embedding import Embedding, PositionalEmbedding
-from fdl.nn.normalization import BatchNorm, GroupNorm, LayerNorm
+from fdl.nn.embedding import Embedding, PositionalEmbedding, RotaryEmbedding
+from fdl.nn.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
 
 ROWS = [
     ("batch_norm", BatchNorm, (4,)),
@@ -18,4 +18,7 @@ ROWS = [
     ("spatial_dropout", lambda: Dropout(0.3, broadcast_axes=(0, 1)), (3, 3, 2)),
     ("embedding", lambda: Embedding(7, 3), ("tokens", 5, 7)),
     ("positional_embedding", lambda: PositionalEmbedding(6, 3), (4, 3)),
+    ("rms_norm", RMSNorm, (5,)),
+    ("rms_norm_two_axes_no_scale", lambda: RMSNorm(axis=(-2, -1), use_scale=False), (3, 4)),
+    ("rotary_embedding_heads", RotaryEmbedding, (4, 2, 6)),
 ]

@@ -72,6 +72,51 @@ def test_batch_norm_running_statistics_follow_the_momentum_formula():
     assert new_state["mean"].shape == (2,) and new_state["var"].dtype == jnp.float32
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_batch_norm_unbiased_running_variance_by_hand(jit):
+    # One channel, batch [1, 3]: mean 2, biased variance 1, unbiased 2 (n / (n - 1) = 2).
+    # PyTorch BatchNorm1d(1, momentum=0.1) from running_var 1: 0.9 * 1 + 0.1 * 2 = 1.1;
+    # the biased update (fdl's default, Flax, Keras) gives 0.9 * 1 + 0.1 * 1 = 1.0.
+    xs, state = jnp.array([[1.0], [3.0]]), {"mean": jnp.zeros(1), "var": jnp.ones(1)}
+    params = {"scale": jnp.ones(1), "bias": jnp.zeros(1)}
+    results = {}
+    for running_variance in ("biased", "unbiased"):
+        apply = fdl.batched(BatchNorm(momentum=0.9, running_variance=running_variance))
+        apply = jax.jit(apply, static_argnames="train") if jit else apply
+        results[running_variance] = apply(params, state, xs, train=True)
+    np.testing.assert_allclose(results["biased"][1]["var"], [1.0], rtol=1e-6)
+    np.testing.assert_allclose(results["unbiased"][1]["var"], [1.1], rtol=1e-6)
+    for ys, new_state in results.values():  # both normalize with the biased variance
+        np.testing.assert_allclose(ys[:, 0], [-1 / np.sqrt(1 + EPSILON), 1 / np.sqrt(1 + EPSILON)], rtol=1e-6)
+        np.testing.assert_allclose(new_state["mean"], [0.2], rtol=1e-6)
+
+
+def test_batch_norm_unbiased_running_variance_counts_spatial_elements():
+    # PyTorch's convention on images: n = batch x height x width = 4 x 3 x 3 = 36 per channel.
+    momentum = 0.9
+    layer = BatchNorm(momentum=momentum, running_variance="unbiased")
+    _, params, state, xs, xs64 = batch_norm_setup(momentum=momentum)
+    ys, new_state = fdl.batched(layer)(params, state, xs, train=True)
+    biased_ys, biased_state = fdl.batched(BatchNorm(momentum=momentum))(params, state, xs, train=True)
+    n = 4 * 3 * 3
+    batch_var = xs64.var(axis=(0, 1, 2)) * n / (n - 1)
+    np.testing.assert_allclose(batch_var, xs64.var(axis=(0, 1, 2), ddof=1))  # the same number
+    expected_var = momentum * np.array([2.0, 3.0]) + (1 - momentum) * batch_var
+    np.testing.assert_allclose(new_state["var"], expected_var, **TOL)
+    np.testing.assert_allclose(new_state["mean"], biased_state["mean"], rtol=0)
+    np.testing.assert_allclose(ys, biased_ys, rtol=0)  # training outputs do not depend on the flag
+
+
+def test_batch_norm_unbiased_running_variance_needs_two_values_per_channel():
+    layer = BatchNorm(running_variance="unbiased")
+    _, params, state = layer.init(jax.random.key(0), (2,))
+    with pytest.raises(ValueError, match=r"^BatchNorm: running_variance='unbiased' needs more than one "
+                                         r"value per channel, got 1 \(batch 1 x 1 per example\) — train "
+                                         r"with a larger batch, or use running_variance='biased'"):
+        fdl.batched(layer)(params, state, jnp.ones((1, 2)), train=True)
+    fdl.batched(layer)(params, state, jnp.ones((1, 2)), train=False)  # evaluation needs no batch
+
+
 def test_batch_norm_eval_uses_running_statistics_and_keeps_state():
     layer, params, state, xs, xs64 = batch_norm_setup()
     ys, new_state = fdl.batched(layer)(params, state, xs, train=False)
@@ -137,6 +182,8 @@ def test_batch_norm_train_without_batch_axis_raises(apply_without_axis):
     (dict(momentum=1.5), r"BatchNorm: momentum .* in \[0, 1\], got 1\.5"),
     (dict(epsilon=0.0), r"BatchNorm: epsilon .* must be > 0, got 0\.0"),
     (dict(axis=(0, 1)), r"BatchNorm: axis is the one channel axis and must be an int, got \(0, 1\)"),
+    (dict(running_variance="sample"), r"^BatchNorm: running_variance must be 'biased' \(Flax, Keras\) "
+                                      r"or 'unbiased' \(PyTorch\), got 'sample'$"),
 ])
 def test_batch_norm_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -50,11 +50,12 @@ HONOURED = {
     "callbacks.reduce_lr_on_plateau.cooldown": PLATEAU + ["callbacks.reduce_lr_on_plateau.cooldown=2"],
     "callbacks.reduce_lr_on_plateau.min_learning_rate":
         PLATEAU + ["callbacks.reduce_lr_on_plateau.min_learning_rate=0.02"],
+    # A sweep writes no checkpoints; best.yaml carries these keys to the `fdl train` of the best point.
+    "callbacks.checkpoint.monitor": ["callbacks.checkpoint.monitor=val_accuracy"],
+    "callbacks.checkpoint.mode": ["callbacks.checkpoint.mode=max"],
 }
 REFUSED = {
     "training.fused": ["training.fused=false"],
-    "callbacks.checkpoint.monitor": ["callbacks.checkpoint.monitor=val_accuracy"],
-    "callbacks.checkpoint.mode": ["callbacks.checkpoint.mode=max"],
 }
 
 
@@ -100,3 +101,9 @@ def test_a_one_member_sweep_equals_fdl_train(configs, tmp_path, key):
 def test_a_sweep_refuses_what_a_population_cannot_honour_by_name(configs, tmp_path, key):
     with pytest.raises(ConfigError, match=f"^{key}: "):
         run_sweep(configs / "sweep.yaml", overrides=REFUSED[key], out_dir=tmp_path / "sweep", verbose=0)
+
+
+def test_a_sweep_refuses_an_objective_section_by_name(configs, tmp_path):
+    with pytest.raises(ConfigError, match=r"^objective: a sweep trains populations on a per-example loss"):
+        run_sweep(configs / "sweep.yaml", overrides=["objective.name=supervised"], out_dir=tmp_path / "s",
+                  verbose=0)

@@ -27,7 +27,7 @@ def trained_state(optimizer=None, **model_options):
     state = fdl.init_train_state(net, (2,), optimizer, 0)
     x = np.arange(10, dtype=np.float32).reshape(5, 2)
     step = jax.jit(fdl.train.make_train_step(net, fdl.losses.cross_entropy, optimizer))
-    state, _, _ = step(state, x, np.array([0, 1, 2, 0, 1], np.int32))
+    state, _ = step(state, (x, np.array([0, 1, 2, 0, 1], np.int32)))
     return state
 
 

@@ -10,6 +10,7 @@ import fdl
 from fdl import nn
 from fdl.data.order import batch_indices
 from fdl.metrics import get_metric
+from fdl.objectives import PREDICTIONS
 from fdl.train.epoch import (
     epoch_summary, host_batches, make_host_epoch, make_replay_epoch, make_step_epoch, make_train_epoch,
     replay_host_epoch,
@@ -51,8 +52,8 @@ class Engine:
         for i, batch in enumerate(np.asarray(batch_indices(data_key(state), epoch, N, BATCH_SIZE))):
             if i == stop:
                 break
-            state, loss, out = self.jitted_step(state, x[batch], y[batch])
-            losses.append(loss), outputs.append(out), targets.append(y[batch])
+            state, logs = self.jitted_step(state, (x[batch], y[batch]))
+            losses.append(logs["loss"]), outputs.append(logs[PREDICTIONS][0]), targets.append(y[batch])
         return state, np.array(losses), np.concatenate(outputs), np.concatenate(targets)
 
 
@@ -63,8 +64,8 @@ def engine():
 
 @pytest.fixture(scope="module")
 def fused_epoch(engine):
-    """(state, losses, train metrics) of the fused epoch EPOCH on data()."""
-    return engine.fused(engine.start, *data(), EPOCH)
+    """(state, logs, train metrics) of the fused epoch EPOCH on data()."""
+    return engine.fused(engine.start, data(), EPOCH)
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +80,11 @@ def assert_trees_close(actual, expected):
 
 
 def test_fused_epoch_equals_a_python_loop_over_batch_indices(fused_epoch, reference):
-    state, losses, _ = fused_epoch
+    state, logs, _ = fused_epoch
     expected, expected_losses, _, _ = reference
-    chex.assert_shape(losses, (N // BATCH_SIZE,))
-    np.testing.assert_allclose(losses, expected_losses, rtol=RTOL)
+    assert set(logs) == {"loss"}  # the predictions feed the metrics, they are not logged per step
+    chex.assert_shape(logs["loss"], (N // BATCH_SIZE,))
+    np.testing.assert_allclose(logs["loss"], expected_losses, rtol=RTOL)
     assert_trees_close(state.params, expected.params)
     assert_trees_close(state.opt_state, expected.opt_state)
     assert int(state.step) == N // BATCH_SIZE
@@ -90,23 +92,24 @@ def test_fused_epoch_equals_a_python_loop_over_batch_indices(fused_epoch, refere
 
 def test_another_epoch_number_takes_another_order(engine, fused_epoch):
     x, y = data()
-    _, losses_2, _ = engine.fused(engine.start, x, y, 2)
-    np.testing.assert_allclose(losses_2, engine.hand_loop(x, y, epoch=2)[1], rtol=RTOL)
-    assert not np.allclose(fused_epoch[1], losses_2)
+    _, logs_2, _ = engine.fused(engine.start, (x, y), 2)
+    np.testing.assert_allclose(logs_2["loss"], engine.hand_loop(x, y, epoch=2)[1], rtol=RTOL)
+    assert not np.allclose(fused_epoch[1]["loss"], logs_2["loss"])
 
 
 def test_step_and_host_epochs_give_the_fused_epochs_params_and_spare_the_start_state(engine, fused_epoch):
     x, y = data()
     start, step = engine.start, engine.step
     kept = jax.tree.map(np.array, start)
-    fused, fused_losses, _ = fused_epoch
-    stepped, stepped_losses, stepped_metrics = make_step_epoch(step, BATCH_SIZE)(
-        start, jnp.asarray(x), jnp.asarray(y), EPOCH)
-    hosted, hosted_losses, hosted_metrics = make_host_epoch(step, BATCH_SIZE)(
-        start, host_batches(start, x, y, EPOCH, BATCH_SIZE), N // BATCH_SIZE)
-    for state, losses in ((stepped, stepped_losses), (hosted, hosted_losses)):
+    fused, fused_logs, _ = fused_epoch
+    stepped, stepped_logs, stepped_metrics = make_step_epoch(step, BATCH_SIZE)(
+        start, (jnp.asarray(x), jnp.asarray(y)), EPOCH)
+    hosted, hosted_logs, hosted_metrics = make_host_epoch(step, BATCH_SIZE)(
+        start, host_batches(start, (x, y), EPOCH, BATCH_SIZE), N // BATCH_SIZE)
+    for state, logs in ((stepped, stepped_logs), (hosted, hosted_logs)):
         assert_trees_close(state.params, fused.params)
-        np.testing.assert_allclose(losses, fused_losses, rtol=RTOL)
+        assert set(logs) == {"loss"}
+        np.testing.assert_allclose(logs["loss"], fused_logs["loss"], rtol=RTOL)
         assert int(state.step) == int(fused.step)
     assert stepped_metrics == hosted_metrics == {}
     chex.assert_trees_all_equal(jax.tree.map(np.asarray, start), kept)  # donation worked on a copy
@@ -114,7 +117,7 @@ def test_step_and_host_epochs_give_the_fused_epochs_params_and_spare_the_start_s
 
 def test_host_batches_are_the_fused_epochs_batches(engine):
     x, y = data()
-    batches = list(host_batches(engine.start, x, y, EPOCH, BATCH_SIZE))
+    batches = list(host_batches(engine.start, (x, y), EPOCH, BATCH_SIZE))
     indices = np.asarray(batch_indices(data_key(engine.start), EPOCH, N, BATCH_SIZE))
     assert len(batches) == N // BATCH_SIZE
     for (xb, yb), batch in zip(batches, indices):
@@ -134,42 +137,42 @@ def poisoned(start, x, bad_batches):
 def test_replay_finds_the_first_failing_step_and_keeps_the_state_before_it(engine):
     x, y = data()
     x = poisoned(engine.start, x, bad_batches=[3, 5])
-    state, failed = engine.replay(engine.start, x, y, EPOCH)
+    state, failed = engine.replay(engine.start, (x, y), EPOCH)
     assert int(failed) == 3
     expected, _, _, _ = engine.hand_loop(x, y, stop=3)
     assert int(state.step) == 3
     assert_trees_close(state.params, expected.params)
 
     host_state, host_failed = replay_host_epoch(engine.step, engine.start,
-                                                host_batches(engine.start, x, y, EPOCH, BATCH_SIZE))
+                                                host_batches(engine.start, (x, y), EPOCH, BATCH_SIZE))
     assert host_failed == 3
     assert_trees_close(host_state.params, expected.params)
 
 
 def test_replay_of_a_finite_epoch_reports_no_failure_and_trains_like_the_fused_epoch(engine, fused_epoch):
-    state, failed = engine.replay(engine.start, *data(), EPOCH)
+    state, failed = engine.replay(engine.start, data(), EPOCH)
     assert int(failed) == -1
     assert_trees_close(state.params, fused_epoch[0].params)
 
 
 def test_epoch_summary_with_an_injected_learning_rate(fused_epoch):
-    state, losses, _ = fused_epoch
-    summary = epoch_summary(state, losses, {"accuracy": jnp.float32(0.75)})
+    state, logs, _ = fused_epoch
+    summary = epoch_summary(state, logs, {"accuracy": jnp.float32(0.75)})
     assert set(summary) == {"finite", "step", "loss", "learning_rate", "accuracy"}
     assert bool(summary["finite"]) and int(summary["step"]) == N // BATCH_SIZE
-    np.testing.assert_allclose(summary["loss"], np.mean(np.asarray(losses)), rtol=1e-6)
+    np.testing.assert_allclose(summary["loss"], np.mean(np.asarray(logs["loss"])), rtol=1e-6)
     np.testing.assert_allclose(summary["learning_rate"], 0.1, rtol=1e-6)
     assert float(summary["accuracy"]) == 0.75
 
 
 def test_epoch_summary_with_a_plain_optax_optimizer_and_non_finite_values():
     state = fdl.init_train_state(nn.Dense(2), (3,), optax.sgd(0.1), 0)
-    summary = epoch_summary(state, jnp.array([1.0, 3.0]), {})
+    summary = epoch_summary(state, {"loss": jnp.array([1.0, 3.0])}, {})
     assert set(summary) == {"finite", "step", "loss"}  # nothing injected: no learning rate to log
     assert bool(summary["finite"]) and float(summary["loss"]) == 2.0 and int(summary["step"]) == 0
-    assert not bool(epoch_summary(state, jnp.array([1.0, jnp.nan]), {})["finite"])
+    assert not bool(epoch_summary(state, {"loss": jnp.array([1.0, jnp.nan])}, {})["finite"])
     inf_params = state.replace(params={"w": state.params["w"].at[0, 0].set(jnp.inf), "b": state.params["b"]})
-    assert not bool(epoch_summary(inf_params, jnp.array([1.0, 3.0]), {})["finite"])
+    assert not bool(epoch_summary(inf_params, {"loss": jnp.array([1.0, 3.0])}, {})["finite"])
 
 
 def test_train_metrics_of_the_fused_epoch_match_the_train_outputs_of_each_step(fused_epoch, reference):

@@ -116,7 +116,7 @@ def test_nan_guard_stops_with_the_last_finite_state():
         reference = fdl.train.make_train_step(mlp(), fdl.losses.cross_entropy, fdl.optim.make_optimizer("sgd"))
         state = fdl.init_train_state(mlp(), (5,), fdl.optim.make_optimizer("sgd"), 0)
         for i in range(bad_batch):
-            state, _, _ = reference(state, x[order[i]], y[order[i]])
+            state, _ = reference(state, (x[order[i]], y[order[i]]))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                      good_state.params, state.params)
 

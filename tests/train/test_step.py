@@ -11,6 +11,7 @@ import pytest
 import fdl
 from fdl import nn
 from fdl.nn.core import Layer
+from fdl.objectives import PREDICTIONS
 from fdl.train.state import step_key
 from fdl.train.step import all_finite, guard, make_loss_fn, make_train_step, per_example_grads
 
@@ -90,7 +91,8 @@ def test_sgd_step_on_a_dense_layer_is_params_minus_lr_times_the_hand_written_gra
     model, learning_rate = nn.Dense(3), 0.3
     state = fdl.init_train_state(model, (5,), optax.sgd(learning_rate), 0)
     step = make_train_step(model, fdl.losses.cross_entropy, optax.sgd(learning_rate))
-    new_state, loss, outputs = (jax.jit(step) if jit else step)(state, x, y)
+    new_state, logs = (jax.jit(step) if jit else step)(state, (x, y))
+    loss, outputs = logs["loss"], logs[PREDICTIONS][0]
 
     def hand_loss(params):
         logits = x @ params["w"] + params["b"]
@@ -111,7 +113,7 @@ def test_a_second_step_compiles_nothing():
     state = fdl.init_train_state(model, (5,), optax.sgd(0.1), 0)
     step = jax.jit(make_train_step(model, fdl.losses.cross_entropy, optax.sgd(0.1)))
     for _ in range(3):
-        state, _, _ = step(state, x, y)
+        state, _ = step(state, (x, y))
     assert len(traces) == 1
 
 
@@ -124,7 +126,8 @@ def test_per_example_step_with_an_augmentation_that_zeroes_the_inputs_leaves_the
     optimizer = optax.chain(mean_over_examples(), optax.sgd(1.0))
     state = fdl.init_train_state(model, (5,), optimizer, 0)
     step = make_train_step(model, fdl.losses.cross_entropy, optimizer, augment=zero_augment, per_example=True)
-    new_state, loss, outputs = jax.jit(step)(state, x, y)
+    new_state, logs = jax.jit(step)(state, (x, y))
+    loss, outputs = logs["loss"], logs[PREDICTIONS][0]
     np.testing.assert_array_equal(new_state.params["w"], state.params["w"])
     np.testing.assert_array_equal(outputs, np.zeros((6, 3)))
     np.testing.assert_allclose(loss, np.log(3.0), rtol=1e-6)  # uniform logits
@@ -158,8 +161,10 @@ def test_per_example_step_equals_the_batch_step_with_dropout_and_augmentation():
                                                augment=noise_augment, per_example=True))
     batch_state, per_example_state = start, start.replace(opt_state=per_example_optimizer.init(start.params))
     for _ in range(2):  # the second step checks the step key advances the same way
-        batch_state, batch_loss, batch_outputs = batch_step(batch_state, x, y)
-        per_example_state, loss, outputs = per_example_step(per_example_state, x, y)
+        batch_state, batch_logs = batch_step(batch_state, (x, y))
+        per_example_state, logs = per_example_step(per_example_state, (x, y))
+        batch_loss, batch_outputs = batch_logs["loss"], batch_logs[PREDICTIONS][0]
+        loss, outputs = logs["loss"], logs[PREDICTIONS][0]
         np.testing.assert_allclose(loss, batch_loss, rtol=RTOL)
         np.testing.assert_allclose(outputs, batch_outputs, rtol=RTOL, atol=ATOL)
         assert_trees_close(per_example_state.params, batch_state.params)
@@ -226,7 +231,7 @@ def test_a_step_applies_and_differentiates_the_model_once(per_example):
     state = fdl.init_train_state(model, (5,), optimizer, 0)
     step = make_train_step(model, fdl.losses.cross_entropy, optimizer, augment=noise_augment,
                            per_example=per_example)
-    jax.make_jaxpr(step)(state, x, y)
+    jax.make_jaxpr(step)(state, (x, y))
     assert dict(counts) == {"apply": 1, "forward": 1, "backward": 1}
 
 
@@ -236,7 +241,7 @@ def test_per_example_with_batch_norm_is_refused_with_the_fix():
     state = fdl.init_train_state(model, (5,), optax.sgd(0.1), 0)
     step = make_train_step(model, fdl.losses.cross_entropy, optax.sgd(0.1), per_example=True)
     with pytest.raises(ValueError, match=r"per_example=True: .*BatchNorm.* replace BatchNorm with LayerNorm"):
-        step(state, x, y)
+        step(state, (x, y))
 
 
 # --- guard and all_finite -------------------------------------------------------------------------
@@ -254,10 +259,10 @@ def test_guard_stops_at_the_first_non_finite_step_and_keeps_the_last_finite_stat
 
     reference, halted, history = state, jnp.zeros((), bool), []
     for i, (xb, yb) in enumerate(batches):
-        state, loss, _, halted = guarded(state, xb, yb, halted)
-        history.append((state, bool(halted), bool(np.isfinite(loss))))
+        state, logs, halted = guarded(state, (xb, yb), halted)
+        history.append((state, bool(halted), bool(np.isfinite(logs["loss"]))))
         if i < bad:
-            reference, _, _ = plain(reference, xb, yb)
+            reference, _ = plain(reference, (xb, yb))
     assert [h for _, h, _ in history] == [False, False, True, True, True]
     assert not history[bad][2]
     assert int(state.step) == bad
@@ -272,9 +277,9 @@ def test_guard_catches_params_that_overflow_while_the_loss_is_finite():
     model = nn.Dense(3)
     optimizer = optax.sgd(3e38)
     start = fdl.init_train_state(model, (5,), optimizer, 0)
-    state, loss, _, halted = guard(make_train_step(model, fdl.losses.cross_entropy, optimizer))(
-        start, x, y, jnp.zeros((), bool))
-    assert np.isfinite(loss) and bool(halted)
+    state, logs, halted = guard(make_train_step(model, fdl.losses.cross_entropy, optimizer))(
+        start, (x, y), jnp.zeros((), bool))
+    assert np.isfinite(logs["loss"]) and bool(halted)
     chex.assert_trees_all_equal(state, start)
 
 
