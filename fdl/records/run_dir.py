@@ -106,15 +106,37 @@ def read_jsonl(path: str | os.PathLike) -> list:
     return rows
 
 
-def _new_folder(path: Path, what: str) -> Path:
-    """Creates `path` (parents too); refuses a folder that already holds files."""
-    if path.exists() and any(path.iterdir()):
-        raise FileExistsError(f"{what} {str(path)!r} already holds files — choose a new folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+class _Folder:
+    """A folder fdl writes (a run or a sweep directory): its path and how it is made."""
+
+    KIND = "folder"  # in messages
+    SUFFIX = ""      # after the name in `<base>/<name><SUFFIX>-<timestamp>`
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    @classmethod
+    def create(cls, base: str | os.PathLike, name: str):
+        """A new `<base>/<name><SUFFIX>-<timestamp>` folder (see `create_run_dir`)."""
+        return cls(create_run_dir(base, f"{name}{cls.SUFFIX}"))
+
+    @classmethod
+    def new(cls, path: str | os.PathLike):
+        """The folder at `path`, created (parents too); one that already holds files is refused."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"{cls.KIND} {str(path)!r} already holds files — choose a new folder")
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
 
 
-class RunDir:
+class RunDir(_Folder):
     """One run directory and every file in it.
 
         config.yaml              the resolved configuration (`write_config`)
@@ -135,27 +157,9 @@ class RunDir:
       'seed: 0'
     """
 
+    KIND = "run directory"
     CONFIG, ENV, METRICS, SUMMARY = "config.yaml", "env.json", "metrics.jsonl", "summary.json"
     PREPROCESS, CHECKPOINTS, PLOTS, TENSORBOARD = "preprocess.npz", "checkpoints", "plots", "tensorboard"
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
-    @classmethod
-    def create(cls, base: str | os.PathLike, name: str) -> "RunDir":
-        """A new `<base>/<name>-<timestamp>` run directory (see `create_run_dir`)."""
-        return cls(create_run_dir(base, name))
-
-    @classmethod
-    def new(cls, path: str | os.PathLike) -> "RunDir":
-        """The run directory at `path`, created; a folder that already holds files is refused."""
-        return cls(_new_folder(Path(path), "run directory"))
 
     @classmethod
     def existing(cls, path: str | os.PathLike) -> "RunDir":
@@ -241,7 +245,7 @@ class RunDir:
             return str(saved["method"]), {k: saved[k] for k in saved.files if k != "method"}
 
 
-class SweepDir:
+class SweepDir(_Folder):
     """One sweep directory and every file in it.
 
         sweep.yaml        the base config with its resolved sweep section (`fdl sweep` runs it again)
@@ -252,22 +256,9 @@ class SweepDir:
         plots/            metric vs each swept key, learning curves, Optuna's plots
     """
 
+    KIND, SUFFIX = "sweep directory", "-sweep"
     SWEEP, STUDY, RESULTS, MEMBERS, BEST, PLOTS = (
         "sweep.yaml", "study.db", "results.csv", "members", "best.yaml", "plots")
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
-
-    @classmethod
-    def create(cls, base: str | os.PathLike, name: str) -> "SweepDir":
-        return cls(create_run_dir(base, f"{name}-sweep"))
-
-    @classmethod
-    def new(cls, path: str | os.PathLike) -> "SweepDir":
-        return cls(_new_folder(Path(path), "sweep directory"))
 
     @property
     def sweep_path(self) -> Path:

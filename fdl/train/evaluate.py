@@ -71,6 +71,7 @@ class Evaluator:
         apply = batched(model)
         if objective is not None:
             self._objective_step = jax.jit(self._objective_batch, donate_argnums=2)
+            self._log_names: dict = {}  # batch shapes -> the objective's log names, traced once
         self._outputs = jax.jit(lambda params, model_state, x: apply(params, model_state, x, train=False)[0])
         self._step = jax.jit(self._eval_step, donate_argnums=2)
         self._finish = jax.jit(self._results)
@@ -110,10 +111,14 @@ class Evaluator:
         n = jax.tree.leaves(data)[0].shape[0]
         batches = [jax.tree.map(lambda a: a[start:start + self.batch_size], data)
                    for start in range(0, n, self.batch_size)]
-        eval_apply = functools.partial(batched(self.model), train=False)
-        value, (_, logs) = jax.eval_shape(lambda b: self.objective(eval_apply, params, model_state, b, None),
+        signature = (jax.tree.structure(batches[0]),
+                     tuple((leaf.shape, str(leaf.dtype)) for leaf in jax.tree.leaves(batches[0])))
+        if signature not in self._log_names:
+            eval_apply = functools.partial(batched(self.model), train=False)
+            _, (_, logs) = jax.eval_shape(lambda b: self.objective(eval_apply, params, model_state, b, None),
                                           batches[0])
-        names = ["loss", *(k for k in logs if k != PREDICTIONS)]
+            self._log_names[signature] = ["loss", *(k for k in logs if k != PREDICTIONS)]
+        names = self._log_names[signature]
         capacity = 1 << max(0, math.ceil(math.log2(n)))
         acc = {"count": jnp.zeros((), jnp.int32), **{k: jnp.zeros((), jnp.float32) for k in names},
                **{m.name: m.init(capacity) for m in self.metrics}}
