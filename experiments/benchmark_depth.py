@@ -1,7 +1,7 @@
 """Compile time vs depth: GPT blocks stacked with `nn.repeat` (one scanned block) vs unrolled `serial`.
 
     python experiments/benchmark_depth.py [--depths 4 32] [--width 64] [--repeats 1]
-                                          [--program train_step|blocks] [--quick]
+                                          [--program train_step|blocks] [--smoke]
 
 For each depth and stacking, builds `fdl.nn.models.gpt(..., scan_layers=True|False)`,
 makes one training step with `fdl.train.make_train_step` (next-token cross-entropy, Adam,
@@ -12,8 +12,8 @@ instead (`nn.repeat(block, depth)` vs `nn.serial(*[block] * depth)`), without th
 embeddings, the engine and the optimizer. Each build starts from cleared jax caches; with
 `--repeats R` each figure is the fastest of R builds, taken round robin. Prints one row per
 (depth, stack) and the ratios: how much the deepest stack costs over the shallowest for
-each stacking, and serial over repeat at the deepest. `--quick` is the smoke run: the
-blocks program at depths 1 and 2, tiny sizes.
+each stacking, and serial over repeat at the deepest. `--smoke` (alias `--quick`) is the
+run of seconds: the blocks program at depths 1 and 2, tiny sizes.
 """
 from __future__ import annotations
 
@@ -116,10 +116,10 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=1, help="fresh builds per figure (the fastest is kept)")
     parser.add_argument("--program", choices=sorted(PROGRAMS), default="train_step",
                         help="what is compiled: the GPT training step or a bare stack of blocks")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: the blocks program at depths 1 and 2, tiny sizes")
+    parser.add_argument("--smoke", "--quick", dest="smoke", action="store_true",
+                        help="seconds: the blocks program at depths 1 and 2, tiny sizes")
     args = parser.parse_args(argv)
-    if args.quick:
+    if args.smoke:
         args.depths, args.width, args.heads, args.context, args.vocab, args.batch = [1, 2], 4, 1, 2, 8, 1
         args.program, args.repeats = "blocks", 1
     if len(set(args.depths)) < 2:

@@ -10,6 +10,7 @@ NaN detection and history; the state holds both models
 
     python experiments/gan.py                    # the recipe in experiments/gan.yaml
     python experiments/gan.py --set training.epochs=2
+    python experiments/gan.py --smoke            # seconds: SMOKE_OVERRIDES
 
 Prints the discriminator's and generator's losses and writes samples (plots/gan_samples.png
 under --out, default runs/gan).
@@ -31,6 +32,7 @@ from fdl import nn
 from fdl.train.state import step_key
 
 CONFIG = Path(__file__).with_name("gan.yaml")
+SMOKE_OVERRIDES = ["training.epochs=1", "data.limit_train=256", "training.verbose=0"]
 
 
 def models(latent: int, hidden: int, features: int) -> dict:
@@ -91,7 +93,12 @@ def parse_args(argv):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of experiments/gan.yaml, e.g. training.epochs=2")
     parser.add_argument("--out", default="runs/gan", help="folder for the samples plot")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true",
+                        help="seconds, not minutes: " + " ".join(SMOKE_OVERRIDES) + " (before the --set ones)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.overrides = SMOKE_OVERRIDES + args.overrides
+    return args
 
 
 def main(argv=None) -> dict:

@@ -7,6 +7,8 @@ puts a script's own folder (experiments/) on sys.path when it runs
     --mnist DIR       the MNIST IDX files instead of the built-in MNIST-1D (mnist=True)
     --out DIR         the run directory, `output.dir` (out=... not None)
     --set KEY=VALUE   a config override, repeatable
+    --smoke           seconds, not minutes: SMOKE_OVERRIDES (1 epoch on 200 examples, quiet, no
+                      TensorBoard or plots), before the --set ones
 """
 from __future__ import annotations
 
@@ -23,13 +25,15 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BUILT_IN = "MNIST-1D (built in; pass --mnist DIR for MNIST)"
 OUT_HELP = "run directory (default runs/<name>-<time>)"
 SET_HELP = "config override, repeatable, e.g. --set training.epochs=5"
+SMOKE_OVERRIDES = ("training.epochs=1", "data.limit_train=200", "training.verbose=0",
+                   "output.tensorboard=false", "output.plots=false")
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None, mnist: bool = True, *,
                out: str | None = OUT_HELP, set_help: str = SET_HELP,
                options: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     """`--mnist DIR` (when `mnist`), the script's own `options(parser)`, `--out DIR` (help `out`; none
-    when None), then `--set KEY=VALUE` into `args.overrides`."""
+    when None), `--set KEY=VALUE` into `args.overrides`, then `--smoke`."""
     parser = argparse.ArgumentParser(description=description)
     if mnist:
         parser.add_argument("--mnist", metavar="DIR", help="folder with the MNIST IDX files "
@@ -40,17 +44,21 @@ def parse_args(description: str, argv: Sequence[str] | None = None, mnist: bool 
         parser.add_argument("--out", metavar="DIR", help=out)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help=set_help)
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds: " + " ".join(SMOKE_OVERRIDES) + " (before the --set ones)")
     return parser.parse_args(argv)
 
 
 def config_overrides(args: argparse.Namespace, extra: Iterable[str] = (), *,
                      out: str | Path | None = None) -> list[str]:
     """The overrides the command line asks for: with --mnist, MNIST data and then `extra` (what the
-    config needs changed for MNIST); `output.dir` (`out`, else --out); last the --set ones."""
+    config needs changed for MNIST); `output.dir` (`out`, else --out); SMOKE_OVERRIDES with
+    --smoke; last the --set ones."""
     mnist = getattr(args, "mnist", None)
     data = ["data.name=mnist", f"data.path={mnist}", *extra] if mnist else []
     out = out if out is not None else getattr(args, "out", None)
-    return data + ([f"output.dir={out}"] if out else []) + list(args.overrides)
+    smoke = list(SMOKE_OVERRIDES) if getattr(args, "smoke", False) else []
+    return data + ([f"output.dir={out}"] if out else []) + smoke + list(args.overrides)
 
 
 def data_description(args: argparse.Namespace) -> str:

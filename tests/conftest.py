@@ -1,25 +1,30 @@
 """Shared fixtures; tests run on CPU with fixed seeds."""
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One fresh compilation cache for the session (subprocesses inherit it): tests that build
+# the same programs load them, and nothing from outside the session is read.
+if "FDL_COMPILATION_CACHE" not in os.environ:
+    os.environ["FDL_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="fdl-test-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["FDL_COMPILATION_CACHE"], ignore_errors=True)
 
-import jax  # noqa: E402 — after JAX_PLATFORMS is set
 import pytest  # noqa: E402
 
 
 class CompileCounter:
-    """Counts XLA compilations (backend compiles, cache hits excluded) while `counting()` is open."""
+    """Counts the programs built (compiled, or loaded from the session's compilation cache) in `counting()`.
 
-    EVENT = "/jax/core/compile/backend_compile_duration"
+    A program the cache holds counts too: the tests count the programs the code needs,
+    whichever test built them first.
+    """
 
     def __init__(self):
-        self.count = 0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, event, duration, **kwargs):
-        if event == self.EVENT:
-            self.count += 1
+        from fdl.compilation import CompileClock
+        self.clock = CompileClock()
 
     @contextlib.contextmanager
     def counting(self):
@@ -30,8 +35,12 @@ class CompileCounter:
         finally:
             compiled.extend([1] * (self.count - start))
 
+    @property
+    def count(self) -> int:
+        return self.clock.programs()
+
     def close(self):
-        jax.monitoring.unregister_event_duration_listener(self._listen)
+        self.clock.close()
 
 
 @pytest.fixture

@@ -72,7 +72,10 @@ def test_config_loads_and_its_model_fits_its_data(path):
     out_shape = check_model_fits_data(model, dataset.feature_shape)
     table = fdl.summary(model, dataset.feature_shape)
     assert f"input {tuple(dataset.feature_shape)}" in table, table
-    if config.data.target == "input" or config.objective is not None:  # autoencoders: the reconstruction is the input's size
+    if config.objective is not None and config.objective.name == "masked_sequence_cross_entropy":
+        # a language model: next-token logits at every position of the (context,) tokens
+        assert out_shape == (*dataset.feature_shape, config.model.args.vocab_size), (path.name, out_shape)
+    elif config.data.target == "input" or config.objective is not None:  # autoencoders: the reconstruction is the input's size
         reconstruction = out_shape[0] if isinstance(out_shape[0], tuple) else out_shape
         assert math.prod(reconstruction) == math.prod(dataset.feature_shape), (path.name, out_shape)
     elif config.loss.name == "binary_cross_entropy":

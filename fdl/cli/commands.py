@@ -35,8 +35,12 @@ def run_train(args) -> int:
         result = train_from_config(load_config(args.config, overrides))
     else:
         raise ConfigError("fdl train needs a CONFIG file, or --resume RUN_DIR")
+    summary = result.summary
     print(f"run directory: {result.run_dir.path}")
-    print(json.dumps({k: v for k, v in result.summary.items() if k in ("train", "val", "test")}))
+    if "first_step_s" in summary:
+        print(f"first step after {summary['first_step_s']:.2f} s (compiling {summary['compile_s']:.2f} s); "
+              f"{summary['steps_per_s']:,.0f} steps/s")
+    print(json.dumps({k: v for k, v in summary.items() if k in ("train", "val", "test")}))
     return 0
 
 

@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 from fdl import nn
 from fdl.config.build import (PreparedData, build_augment, build_custom_callbacks, build_data, build_loss,
-                              build_model, build_objective, build_optimizer, optimizer_arguments)
+                              build_model, build_objective, build_optimizer, check_objective_fits_data,
+                              optimizer_arguments)
 from fdl.config.load import ConfigError
 from fdl.nn.core import ShapeError
 from fdl.train import callbacks as cb
@@ -52,15 +53,17 @@ def check_population_keys(config: DictConfig) -> None:
     `callbacks.checkpoint` is not refused: a sweep writes no checkpoints, but its best.yaml
     carries the keys to the `fdl train` that retrains the best point.
 
+    An `objective:` section is honoured: every member minimizes it, as `fdl train` does.
+
     Raises:
-      ConfigError: an `objective:` section or `training.fused: false`.
+      ConfigError: `training.fused: false`, or a `sample:` section.
     """
-    if config.objective is not None:
-        raise ConfigError("objective: a sweep trains populations on a per-example loss — use loss: "
-                          "instead, or run each point with `fdl train`")
     if not config.training.fused:
         raise ConfigError("training.fused: false — a population always trains its members in one "
                           "fused program per epoch (the numbers are the same); remove the key")
+    if config.get("sample") is not None:
+        raise ConfigError("sample: a sweep writes no samples — remove the section from the sweep "
+                          "(its best.yaml gets it back for the `fdl train` of the best point)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +110,7 @@ class RunArguments:
         return dict(**minimized, optimizer=build_optimizer(self.config.optimizer),
                     epochs=training.epochs, batch_size=training.batch_size, metrics=list(self.config.metrics),
                     callbacks=self.callbacks(), seed=self.config.seed, augment=self.augment,
+                    input_shape=tuple(self.data.dataset.feature_shape),  # what a dict batch does not show
                     fused=training.fused, eval_batch_size=training.eval_batch_size, verbose=training.verbose)
 
     def population_arguments(self) -> dict:
@@ -117,9 +121,11 @@ class RunArguments:
         """
         check_population_keys(self.config)
         training = self.config.training
-        return dict(loss=self.loss, optimizer=self.optimizer, epochs=training.epochs,
+        minimized = {"objective": self.objective} if self.objective is not None else {"loss": self.loss}
+        return dict(**minimized, optimizer=self.optimizer, epochs=training.epochs,
                     batch_size=training.batch_size, metrics=list(self.config.metrics),
                     callbacks=self.callbacks, augment=self.augment,
+                    input_shape=tuple(self.data.dataset.feature_shape),  # what a dict batch does not show
                     eval_batch_size=training.eval_batch_size, verbose=training.verbose)
 
 
@@ -138,6 +144,7 @@ def build_arguments(config: DictConfig, data: PreparedData | None = None) -> Run
     data = data if data is not None else build_data(config.data, config.seed)
     model = build_model(config.model)
     check_model_fits_data(model, data.dataset.feature_shape)
+    check_objective_fits_data(config, data.dataset)
     _check_metrics(config)
     build_optimizer(config.optimizer)  # a bad optimizer section fails here, before any training
     return RunArguments(config=config, data=data, model=model, loss=build_loss(config.loss),

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import re
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
@@ -21,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fdl import data as fdl_data
 from fdl import losses, nn, objectives
+from fdl.data.sources import LOADERS
 from fdl.config.load import ConfigError, check_loss_section
 from fdl.errors import did_you_mean, unknown_name_message
 from fdl.nn.models import MODELS
@@ -30,7 +33,7 @@ from fdl.train import callbacks as cb
 __all__ = [
     "COMBINATORS", "LAYERS", "AUGMENTS", "import_target", "build_layer", "build_model",
     "build_loss", "build_objective", "optimizer_arguments", "build_optimizer", "build_augment", "PreparedData",
-    "build_data", "build_custom_callbacks",
+    "build_data", "check_objective_fits_data", "build_custom_callbacks",
 ]
 
 
@@ -236,9 +239,17 @@ class PreparedData:
 
 
 def build_data(section: DictConfig, seed: int) -> PreparedData:
-    """Loads, restricts, re-targets, splits and preprocesses the data of `data:`."""
+    """Loads, restricts, re-targets, splits and preprocesses the data of `data:`.
+
+    A loader that takes `val_fraction` (text: windows overlap, so it splits the bytes
+    by position) gets `data.val_fraction` unless `data.args` gives it.
+    """
+    args = _plain(section.args)
+    loader = LOADERS.get(section.name)
+    if loader is not None and "val_fraction" in inspect.signature(loader).parameters:
+        args.setdefault("val_fraction", section.val_fraction)
     try:
-        dataset = fdl_data.load(section.name, section.path, **_plain(section.args))
+        dataset = fdl_data.load(section.name, section.path, **args)
     except (OSError, ValueError, TypeError) as error:
         raise ConfigError(f"data: {error}") from None
     if section.limit_train is not None:
@@ -258,7 +269,26 @@ def build_data(section: DictConfig, seed: int) -> PreparedData:
 
 
 def _first(split: fdl_data.Split, n: int) -> fdl_data.Split:
-    return fdl_data.Split(split.x[:n], None if split.y is None else split.y[:n])
+    x = {key: value[:n] for key, value in split.x.items()} if isinstance(split.x, Mapping) else split.x[:n]
+    return fdl_data.Split(x, None if split.y is None else split.y[:n])
+
+
+def check_objective_fits_data(config: DictConfig, dataset: fdl_data.Dataset) -> None:
+    """Data whose splits hold dicts of examples (data.name: text) is trained by an objective.
+
+    Raises:
+      ConfigError: no `objective:` section, or `metrics:` (the objective reports its own
+        logs, e.g. bits_per_token), naming the dict's keys.
+    """
+    if not isinstance(dataset.train.x, Mapping):
+        return
+    keys = ", ".join(dataset.train.x)
+    if config.get("objective") is None:
+        raise ConfigError(f"objective: data {config.data.name!r} gives examples {{{keys}}}, not (x, y) — add "
+                          "objective: {name: masked_sequence_cross_entropy} (or another that reads them)")
+    if list(config.metrics):
+        raise ConfigError(f"metrics: {', '.join(config.metrics)} need (x, y) data, but data {config.data.name!r} "
+                          f"gives {{{keys}}} — use metrics: [] (the objective logs its own, e.g. bits_per_token)")
 
 
 def _retarget(dataset: fdl_data.Dataset, section: DictConfig) -> fdl_data.Dataset:

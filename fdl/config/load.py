@@ -237,11 +237,28 @@ def _check_model_section(config: DictConfig) -> None:
                           f"of layer specs) or model.target (module.attribute of a function), {problem}")
 
 
+def _check_sample_section(config: DictConfig) -> None:
+    """`sample:` draws bytes, so it needs the byte tokens of `data.name: text`, a prompt and sane numbers."""
+    sample = config.get("sample")
+    if sample is None:
+        return
+    if config.data.name != "text":
+        raise ConfigError(f"sample: needs byte tokens (data.name: text), but data.name is {config.data.name!r} "
+                          "— remove the sample: section")
+    if not sample.prompt:
+        raise ConfigError("sample.prompt: empty — give the text to continue, e.g. 'The '")
+    if sample.length < 1:
+        raise ConfigError(f"sample.length: must be >= 1, got {sample.length}")
+    if sample.temperature < 0:
+        raise ConfigError(f"sample.temperature: must be >= 0 (0: greedy), got {sample.temperature}")
+
+
 def _check(config: DictConfig, origins: Mapping[str, str]) -> None:
-    """The checks that need the merged config: the loss's and optimizer's arguments, one model."""
+    """The checks that need the merged config: the loss's and optimizer's arguments, one model, sample."""
     check_loss_section(config.loss, origins)
     check_optimizer_section(config.optimizer, origins)
     _check_model_section(config)
+    _check_sample_section(config)
 
 
 def _shape_mismatch(raw: dict, schema=RunConfig, prefix: str = "") -> str | None:

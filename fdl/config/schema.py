@@ -20,15 +20,16 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "DataConfig", "ModelConfig", "LossConfig", "ObjectiveConfig", "OptimizerConfig", "TrainingConfig",
     "EarlyStoppingConfig", "ReduceLROnPlateauConfig", "CheckpointConfig", "CallbacksConfig",
-    "OutputConfig", "SweepConfig", "RunConfig",
+    "OutputConfig", "SampleConfig", "SweepConfig", "RunConfig",
 ]
 
 
 @dataclass
 class DataConfig:
-    name: str = "mnist1d"                  # fdl.data.load name: mnist1d, mnist, fashion_mnist, npz, csv
-    path: Optional[str] = None             # folder or file for mnist/fashion_mnist/npz/csv
-    val_fraction: float = 0.1              # carved from train (stratified) when there is no val split
+    name: str = "mnist1d"                  # fdl.data.load name: mnist1d, mnist, fashion_mnist, npz, csv, text
+    path: Optional[str] = None             # folder or file for mnist/fashion_mnist/npz/csv/text
+    val_fraction: float = 0.1              # carved from train (stratified) when there is no val split;
+                                           # text: the share of the bytes after train's (by position)
     preprocess: Optional[str] = None       # "standardize" | "min_max", fitted on train only
     target: str = "label"                  # "label" | "input" (autoencoders) | "one_vs_rest"
     positive_class: Optional[int] = None   # the class that is 1 when target is "one_vs_rest"
@@ -107,8 +108,9 @@ class ReduceLROnPlateauConfig:
 
 @dataclass
 class CheckpointConfig:
-    monitor: str = "val_loss"              # best.ckpt follows it; last.ckpt is written every epoch
+    monitor: str = "val_loss"              # best.ckpt follows it
     mode: str = "auto"
+    every: int = 1                         # epochs between writes of last.ckpt (and the final epoch)
 
 
 @dataclass
@@ -125,6 +127,15 @@ class OutputConfig:
     base: str = "runs"
     tensorboard: bool = True
     plots: bool = True
+
+
+@dataclass
+class SampleConfig:
+    """After training, `fdl train` writes text the model generates to samples.txt (data.name: text)."""
+
+    prompt: str = "The "                   # the text to continue (its UTF-8 bytes are the tokens)
+    length: int = 200                      # bytes to draw after the prompt
+    temperature: float = 1.0               # softmax temperature; 0: greedy (argmax)
 
 
 @dataclass
@@ -166,3 +177,4 @@ class RunConfig:
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     sweep: Optional[SweepConfig] = None    # see fdl.runs.sweep (fdl sweep)
+    sample: Optional[SampleConfig] = None  # samples.txt after training (fdl.runs.samples)

@@ -23,18 +23,19 @@ from fdl.data.preprocess import (MinMaxStats, StandardizeStats, apply_min_max,
                                  invert_min_max, invert_standardize, one_hot, preprocess,
                                  transform)
 from fdl.data.sources import (cache_dir, from_arrays, load, load_csv, load_mnist1d, load_npz,
-                              read_idx)
+                              load_text, read_idx, read_text_bytes, text_windows)
 from fdl.data.split import kfold_indices, train_val_split
 from fdl.data.stream import NpyStream, Prefetcher
-from fdl.data.validate import check_input_shape, validate_dataset
+from fdl.data.validate import check_example_tree, check_input_shape, validate_dataset
 
 __all__ = [
     # containers
     "Dataset", "Split", "as_arrays", "as_examples",
     # sources
-    "load", "load_mnist1d", "load_npz", "load_csv", "from_arrays", "read_idx", "cache_dir",
+    "load", "load_mnist1d", "load_npz", "load_csv", "load_text", "read_text_bytes", "text_windows",
+    "from_arrays", "read_idx", "cache_dir",
     # validation
-    "validate_dataset", "check_input_shape",
+    "validate_dataset", "check_input_shape", "check_example_tree",
     # splits
     "train_val_split", "kfold_indices",
     # preprocessing

@@ -1,17 +1,25 @@
 """The in-memory dataset containers: `Split` (one split's arrays) and `Dataset`.
 
 Arrays stay numpy on the host; the training engine moves batches to the device.
-Constructing these containers does not validate the arrays: the loaders in
+A split holds either `(x, y)` arrays or, for objectives that read named arrays,
+a dict of them as `x` with `y=None` — e.g. the text loader's
+`Split({"tokens": (n, context + 1) int32, "mask": (n, context + 1) bool})`.
+
+Constructing these containers does not validate the values: the loaders in
 `fdl.data.sources` (and `from_arrays`) run `fdl.data.validate` before building
 them, so a `Dataset` obtained from a loader always holds float32 features,
-int32 class labels (or float32 targets) and finite values.
+int32 class labels (or float32 targets) and finite values. One structural check
+runs when a `Dataset` is built: the leaves of a dict split must share one
+leading length (shapes only, no pass over the values).
 """
 import dataclasses
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
+from fdl.data.validate import check_split_tree
 from fdl.typing import Shape
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -22,18 +30,25 @@ class Split(NamedTuple):
     """One split: arrays with a leading example axis of length n.
 
     Attributes:
-        x: (n, *feature_shape) float32 features.
+        x: (n, *feature_shape) float32 features; or a dict of arrays, each
+            (n, ...), that an objective reads by name (then `y` is None), e.g.
+            `{"tokens": (n, T) int32, "mask": (n, T) bool}`.
         y: (n,) int32 class labels, (n, *target_shape) float32 regression
-            targets, or None for unlabeled data.
+            targets, or None for unlabeled data (and for a dict `x`).
     """
 
-    x: np.ndarray
-    y: np.ndarray | None
+    x: Any
+    y: np.ndarray | None = None
 
     @property
     def num_examples(self) -> int:
         """n, the length of the leading example axis (`len(split)` is the field count, 2)."""
-        return self.x.shape[0]
+        return int(jax.tree_util.tree_leaves(self.x)[0].shape[0])
+
+    @property
+    def examples(self):
+        """The batch structure the engine slices: the dict of a dict split, else `(x, y)`."""
+        return self.x if isinstance(self.x, Mapping) and self.y is None else (self.x, self.y)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +64,9 @@ class Dataset:
             or unlabeled data.
         class_names: Optional human-readable name per class.
         feature_shape: Per-example feature shape, e.g. (40,) or (28, 28, 1);
-            derived from `train.x` when left empty.
+            derived from `train.x` when left empty. For dict splits it is the
+            model's per-example input shape, which the loader sets (the text
+            loader: `(context,)`, the tokens a window feeds the model).
         extras: Dataset-level arrays that are not per-example splits, e.g.
             mnist1d's time grid `t: (40,)`.
     """
@@ -64,7 +81,10 @@ class Dataset:
     extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if not self.feature_shape:
+        for name, split in self.splits().items():
+            if isinstance(split.x, Mapping):  # raised here, not first in fit (shapes only)
+                check_split_tree(self.name, name, split.examples, finite=False)
+        if not self.feature_shape and hasattr(self.train.x, "shape"):
             # frozen dataclass: object.__setattr__ is the documented way to derive a field.
             object.__setattr__(self, "feature_shape", tuple(self.train.x.shape[1:]))
 
@@ -74,19 +94,27 @@ class Dataset:
         return {name: split for name, split in present.items() if split is not None}
 
 
+def _xy(split, role: str) -> tuple:
+    if isinstance(split.x, Mapping):
+        raise TypeError(f"{role}: the split holds a dict of examples ({', '.join(map(repr, split.x))}), not "
+                        "(x, y) arrays — train on it with an objective that reads them, e.g. "
+                        "objective=fdl.objectives.masked_sequence_cross_entropy()")
+    return split.x, split.y
+
+
 def as_arrays(data, role: str = "train") -> tuple:
     """(x, y) from a (x, y) pair, a Split (or anything with .x and .y), or a Dataset's `role` split.
 
     Raises:
-      TypeError: `data` is none of these (the message names `role`).
+      TypeError: `data` is none of these, or a split holding a dict of examples
+        (the message names `role`).
     """
     if hasattr(data, "x") and hasattr(data, "y"):
-        return data.x, data.y
+        return _xy(data, role)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return data[0], data[1]
     if hasattr(data, role) and hasattr(getattr(data, role), "x"):
-        split = getattr(data, role)
-        return split.x, split.y
+        return _xy(getattr(data, role), role)
     raise TypeError(f"{role}: expected (x, y) arrays, an fdl.data Split or Dataset, got "
                     f"{type(data).__name__}")
 
@@ -94,9 +122,10 @@ def as_arrays(data, role: str = "train") -> tuple:
 def as_examples(data, role: str = "train"):
     """The pytree of arrays (a leading example axis each) that `data` holds for `role`.
 
-    A Dataset gives its `role` split as `(x, y)`; a Split or anything with .x
-    and .y gives `(x, y)`; a tuple, a list, a dict or a bare array is the batch
-    structure itself (`{"tokens": ..., "mask": ...}` stays a dict).
+    A Dataset gives its `role` split's `Split.examples`: `(x, y)`, or the dict
+    of a dict split; a Split likewise, and anything else with .x and .y gives
+    `(x, y)`; a tuple, a list, a dict or a bare array is the batch structure
+    itself (`{"tokens": ..., "mask": ...}` stays a dict).
 
     Raises:
       TypeError: `data` is none of these (the message names `role`).
@@ -105,7 +134,9 @@ def as_examples(data, role: str = "train"):
         split = getattr(data, role, None)
         if split is None:
             raise TypeError(f"{role}: the dataset {data.name!r} has no {role} split")
-        return (split.x, split.y)
+        return split.examples
+    if isinstance(data, Split):
+        return data.examples
     if hasattr(data, "x") and hasattr(data, "y"):
         return (data.x, data.y)
     if isinstance(data, (tuple, list)):

@@ -8,6 +8,9 @@
     >>> ds = load("npz", path="my_data.npz")       # see `load_npz`
     >>> ds.train.x.shape, ds.num_classes
     ((6, 3), 2)
+    >>> _ = open("notes.txt", "w").write("hello world " * 20)
+    >>> load("text", path="notes.txt", context=16).train.x["tokens"].shape  # see `load_text`
+    (13, 17)
 
 Every source validates what it returns (`fdl.data.validate`): features are
 float32, class labels int32, values finite. Nothing here downloads: MNIST and
@@ -18,6 +21,7 @@ generated locally by the `mnist1d` package and cached as an .npz in
 import gzip
 import io
 import hashlib
+import numbers
 import os
 import random
 import struct
@@ -33,8 +37,8 @@ from fdl.errors import did_you_mean
 from fdl.io import write_bytes
 from fdl.data.validate import validate_dataset
 
-__all__ = ["load", "LOADERS", "load_mnist1d", "load_npz", "load_csv", "from_arrays", "read_idx",
-           "cache_dir", "IDX_FILES", "MNIST1D_CACHE_FILE", "DIGIT_NAMES",
+__all__ = ["load", "LOADERS", "load_mnist1d", "load_npz", "load_csv", "load_text", "read_text_bytes",
+           "text_windows", "from_arrays", "read_idx", "cache_dir", "IDX_FILES", "MNIST1D_CACHE_FILE", "DIGIT_NAMES",
            "FASHION_MNIST_CLASS_NAMES"]
 
 DIGIT_NAMES = tuple(str(digit) for digit in range(10))
@@ -51,7 +55,9 @@ def from_arrays(x, y=None, *, x_val=None, y_val=None, x_test=None, y_test=None,
     """Builds a validated `Dataset` from arrays.
 
     Args:
-        x: (n, *feature_shape) real-valued training features.
+        x: (n, *feature_shape) real-valued training features, or a dict of
+            arrays with n rows each that an objective reads by name (then no y;
+            dtypes are kept, every leaf needs the same n — checked here).
         y: (n,) integer class labels, (n, ...) float regression targets, or None.
         x_val, y_val: Optional validation split, same layout as x, y.
         x_test, y_test: Optional test split, same layout as x, y.
@@ -72,14 +78,23 @@ def from_arrays(x, y=None, *, x_val=None, y_val=None, x_test=None, y_test=None,
     for split_name, (features, labels) in given.items():
         if features is None and labels is not None:
             raise ValueError(f"dataset {name!r}: y_{split_name} given without x_{split_name}")
-    splits = {split_name: Split(np.asarray(features),
-                                None if labels is None else np.asarray(labels))
+        if isinstance(features, Mapping) and labels is not None:
+            raise ValueError(f"dataset {name!r}: x_{split_name} is a dict of examples — put the targets "
+                             f"in it as one more key instead of y_{split_name}")
+    splits = {split_name: Split(_as_arrays(features), None if labels is None else np.asarray(labels))
               for split_name, (features, labels) in given.items() if features is not None}
     if num_classes is None:
         num_classes = _infer_num_classes({name: split.y for name, split in splits.items()})
     dataset = Dataset(name=name, num_classes=num_classes,
                       class_names=None if class_names is None else tuple(class_names), **splits)
     return validate_dataset(dataset)
+
+
+def _as_arrays(features):
+    """numpy arrays: `features` itself, or each value of a dict of examples."""
+    if isinstance(features, Mapping):
+        return {key: np.asarray(value) for key, value in features.items()}
+    return np.asarray(features)
 
 
 def _infer_num_classes(labels_by_split: dict) -> int | None:
@@ -219,6 +234,139 @@ def _column_index(path: Path, label_column: int | str, header: bool, delimiter: 
 
 def _in_parentheses(hint: str) -> str:
     return f" ({hint})" if hint else ""
+
+# ---------------------------------------------------------------------------
+# Text as bytes, in windows for next-token models
+
+
+def read_text_bytes(path) -> np.ndarray:
+    """The bytes of a text file, or of a folder's files, as `(characters,) uint8`.
+
+    A folder's regular files (not its symlinks or subfolders: a symlinked licence
+    would be read twice) are joined by one newline byte in file-name order.
+
+    Args:
+        path: A file, or a folder of files.
+
+    Returns:
+        (characters,) uint8 bytes; a byte is a token id in [0, 256).
+
+    Raises:
+        FileNotFoundError: `path` does not exist, or the folder holds no regular file.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.is_symlink())
+        if not files:
+            raise FileNotFoundError(f"{path}: the folder holds no regular file to read as text")
+        return np.frombuffer(b"\n".join(p.read_bytes() for p in files), np.uint8)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return np.frombuffer(path.read_bytes(), np.uint8)
+
+
+def text_windows(text: np.ndarray, context: int, stride: int) -> dict[str, np.ndarray]:
+    """Every window of `context + 1` consecutive bytes of `text` that starts at a multiple of `stride`.
+
+    Window i is `text[i * stride : i * stride + context + 1]`: the model reads its
+    first `context` bytes and predicts its last `context` (next-token targets).
+
+    Args:
+        text: (characters,) uint8 bytes, at least `context + 1` of them.
+        context: tokens the model sees per example.
+        stride: bytes between the starts of consecutive windows (`context`: each
+            byte after the first is a target exactly once).
+
+    Returns:
+        {"tokens": (n, context + 1) int32, "mask": (n, context + 1) bool, all True}
+        with n = (characters - context - 1) // stride + 1.
+    """
+    tokens = np.lib.stride_tricks.sliding_window_view(text, context + 1)[::stride].astype(np.int32)
+    return {"tokens": tokens, "mask": np.ones(tokens.shape, bool)}
+
+
+def _check_count(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"load_text: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def load_text(path, *, context: int = 64, stride: int | None = None, eval_stride: int | None = None,
+              val_fraction: float = 0.1, test_fraction: float = 0.0, limit_bytes: int | None = None,
+              name: str | None = None) -> Dataset:
+    """A text file (or a folder of them) as byte windows for a next-token model such as `nn.models.gpt`.
+
+    The bytes (`read_text_bytes`; the first `limit_bytes` of them when given)
+    are split by position, never shuffled — windows overlap, so a random split
+    would put the same characters in train and val::
+
+        text[:n - n_val - n_test] | text[n - n_val - n_test : n - n_test] | text[n - n_test:]
+                 train            |               val                     |      test
+
+    with n_val = floor(val_fraction * n), n_test = floor(test_fraction * n), and
+    each part is cut into windows by `text_windows` (train every `stride` bytes,
+    val and test every `eval_stride`). Tokens are bytes: ids in [0, 256), so a
+    model needs `vocab_size=256`; for ASCII text a byte is a character and the
+    objective's bits per token are bits per character.
+
+    Example:
+      >>> _ = open("tiny.txt", "wb").write(bytes(range(20)))
+      >>> ds = load_text("tiny.txt", context=3, stride=2, val_fraction=0.25, test_fraction=0.25)
+      >>> ds.train.x["tokens"].tolist()                   # bytes 0..9, a window every 2
+      [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9]]
+      >>> ds.val.x["tokens"].tolist(), ds.test.x["tokens"].tolist(), ds.feature_shape
+      ([[10, 11, 12, 13]], [[15, 16, 17, 18]], (3,))
+
+    Args:
+        path: A text file, or a folder whose regular files are joined in name order.
+        context: Tokens the model reads per example; windows hold `context + 1`.
+        stride: Bytes between training windows; default `context`.
+        eval_stride: Bytes between val/test windows; default `context`, so
+            every byte of those parts but the first is predicted exactly once.
+        val_fraction: Share of the bytes for val, in [0, 1); 0: no val split.
+        test_fraction: Share of the bytes for test, in [0, 1); 0: no test split.
+        limit_bytes: Read only the first `limit_bytes` bytes (quick runs).
+        name: Dataset name; defaults to the file's (or folder's) name.
+
+    Returns:
+        A `Dataset` whose splits hold `{"tokens": (n, context + 1) int32, "mask":
+        (n, context + 1) bool}` (`Split.x`, y None), `feature_shape=(context,)`
+        and no classes; train it with `fdl.objectives.masked_sequence_cross_entropy`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist or is an empty folder.
+        ValueError: a bad argument, or a part with fewer than `context + 1`
+            bytes (one line naming the part and the fix).
+    """
+    context = _check_count("context", context)
+    stride = context if stride is None else _check_count("stride", stride)
+    eval_stride = context if eval_stride is None else _check_count("eval_stride", eval_stride)
+    for key, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"load_text: {key} must be in [0, 1), got {fraction!r}")
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f"load_text: val_fraction + test_fraction = {val_fraction + test_fraction:g} "
+                         "leaves no training text — keep their sum below 1")
+    path = Path(path).expanduser()
+    text = read_text_bytes(path)
+    if limit_bytes is not None:
+        text = text[:_check_count("limit_bytes", limit_bytes)]
+    size = len(text)
+    num_val, num_test = int(val_fraction * size), int(test_fraction * size)
+    end_train, end_val = size - num_val - num_test, size - num_test
+    parts = {"train": (text[:end_train], stride), "val": (text[end_train:end_val], eval_stride),
+             "test": (text[end_val:], eval_stride)}
+    wanted = {"train": True, "val": val_fraction > 0, "test": test_fraction > 0}
+    splits = {}
+    for part, (chunk, step) in parts.items():
+        if not wanted[part]:
+            continue
+        if len(chunk) < context + 1:
+            raise ValueError(f"load_text {path}: the {part} part has {len(chunk)} of the {size} bytes, fewer "
+                             f"than context + 1 = {context + 1} — use a longer text, a smaller context "
+                             "or a larger fraction for it")
+        splits[part] = Split(text_windows(chunk, context, step))
+    return validate_dataset(Dataset(name=name or path.name, feature_shape=(context,), **splits))
 
 # ---------------------------------------------------------------------------
 # MNIST and Fashion-MNIST from IDX files
@@ -411,7 +559,7 @@ def _load_fashion_mnist(path) -> Dataset:
 
 
 LOADERS = {"mnist1d": load_mnist1d, "mnist": _load_mnist,
-           "fashion_mnist": _load_fashion_mnist, "npz": load_npz, "csv": load_csv}
+           "fashion_mnist": _load_fashion_mnist, "npz": load_npz, "csv": load_csv, "text": load_text}
 _PATH_OPTIONAL = {"mnist1d"}
 
 
@@ -421,9 +569,11 @@ def load(name: str, path=None, **kwargs) -> Dataset:
     Args:
         name: One of `LOADERS`: "mnist1d" (generated, cached; `path` is the
             cache folder), "mnist" and "fashion_mnist" (`path` is a folder with
-            the four IDX files), "npz" (`load_npz`), "csv" (`load_csv`).
+            the four IDX files), "npz" (`load_npz`), "csv" (`load_csv`),
+            "text" (`load_text`: byte windows of a file or folder, split by position).
         path: The file or folder to read; required except for "mnist1d".
-        **kwargs: Passed to the loader, e.g. `label_column=` for "csv".
+        **kwargs: Passed to the loader, e.g. `label_column=` for "csv",
+            `context=64, stride=16, val_fraction=0.1` for "text".
 
     Returns:
         A validated `Dataset`.

@@ -17,20 +17,32 @@ Dtype rule (decided here, once, for all loaders):
     * Classification labels (num_classes set) may be integers or whole-valued
       floats (as read from a CSV); they become int32 of shape (n,).
     * Regression targets (num_classes None) follow the feature rule.
+    * A split that holds a pytree of examples (`Split(x={"tokens": ..., "mask": ...})`)
+      keeps its dtypes (token ids stay integers); its leaves must share one leading
+      length n >= 1 and float leaves must be finite (`check_example_tree`, which the
+      engine runs on the batches given to `fit` too).
+
+This module works on any object with the containers' fields (`.x`, `.y`, `.name`,
+`.splits()`, ...) and imports none of them: `fdl.data.dataset` imports it, so that a
+`Dataset` rejects a split of mismatched leaves when it is built.
 """
 import dataclasses
+import math
 import numbers
+from collections.abc import Mapping
 
+import jax
 import numpy as np
 
-from fdl.data.dataset import Dataset, Split
 from fdl.typing import Shape
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32_EXACT_INT = 2**24  # every integer with |v| <= 2**24 is exact in float32
+_CHUNK_VALUES = 1 << 22  # values per block of the NaN/Inf scan: bounds its temporary memory
 
 
-__all__ = ["as_float32", "as_class_labels", "validate_dataset", "check_input_shape"]
+__all__ = ["as_float32", "as_class_labels", "validate_dataset", "check_input_shape",
+           "check_example_tree", "check_split_tree", "first_non_finite"]
 
 
 def _first_true(mask: np.ndarray) -> tuple[int, ...]:
@@ -123,9 +135,8 @@ def as_class_labels(labels: np.ndarray, where: str, num_classes: int) -> np.ndar
     return labels.astype(np.int32)
 
 
-def _validate_split(split: Split, where: str, num_classes: int | None,
-                    feature_shape: Shape) -> Split:
-    """Checks one split's lengths, shapes and values; returns it converted."""
+def _validate_split(split, where: str, num_classes: int | None, feature_shape: Shape):
+    """Checks one `Split`'s lengths, shapes and values; returns it converted."""
     x = np.asarray(split.x)
     if x.ndim < 2:
         raise ValueError(f"{where}.x has shape {x.shape}; expected (n, *feature_shape) with at "
@@ -138,7 +149,7 @@ def _validate_split(split: Split, where: str, num_classes: int | None,
                          f"feature_shape is {tuple(feature_shape)} — give every split the "
                          "same feature shape")
     if split.y is None:
-        return Split(as_float32(x, f"{where}.x"), None)
+        return split._replace(x=as_float32(x, f"{where}.x"))
     y = np.asarray(split.y)
     num_labels = y.shape[0] if y.ndim else 0
     if num_labels != x.shape[0]:
@@ -146,19 +157,20 @@ def _validate_split(split: Split, where: str, num_classes: int | None,
                          f"unmatched index {min(x.shape[0], num_labels)}) — give every example "
                          "exactly one label")
     if num_classes is None:
-        return Split(as_float32(x, f"{where}.x"), as_float32(y, f"{where}.y"))
-    return Split(as_float32(x, f"{where}.x"), as_class_labels(y, f"{where}.y", num_classes))
+        return split._replace(x=as_float32(x, f"{where}.x"), y=as_float32(y, f"{where}.y"))
+    return split._replace(x=as_float32(x, f"{where}.x"), y=as_class_labels(y, f"{where}.y", num_classes))
 
 
-def validate_dataset(dataset: Dataset) -> Dataset:
+def validate_dataset(dataset):
     """Checks every split of `dataset` and returns a copy with converted arrays.
 
     Args:
-        dataset: Any `Dataset`; its splits may hold arrays of any real dtype.
+        dataset: Any `fdl.data.Dataset`; its splits may hold arrays of any real
+            dtype, or pytrees of examples (checked by `check_split_tree`, kept as they are).
 
     Returns:
         The same dataset with float32 features, int32 labels (classification)
-        or float32 targets (regression).
+        or float32 targets (regression); pytree splits unchanged.
 
     Raises:
         ValueError: one line naming the split, the array and the first bad index
@@ -173,13 +185,15 @@ def validate_dataset(dataset: Dataset) -> Dataset:
     if dataset.class_names is not None and len(dataset.class_names) != num_classes:
         raise ValueError(f"{where}: {len(dataset.class_names)} class_names for "
                          f"num_classes={num_classes} — give one name per class")
-    checked = {name: _validate_split(split, f"{where} {name}", num_classes,
-                                     dataset.feature_shape)
-               for name, split in dataset.splits().items()}
+    checked = {name: _validate_split(split, f"{where} {name}", num_classes, dataset.feature_shape)
+               for name, split in dataset.splits().items() if not isinstance(split.x, Mapping)}
+    for name, split in dataset.splits().items():
+        if isinstance(split.x, Mapping):
+            check_split_tree(dataset.name, name, split.examples)
     return dataclasses.replace(dataset, num_classes=num_classes, **checked)
 
 
-def check_input_shape(dataset: Dataset, input_shape: Shape) -> None:
+def check_input_shape(dataset, input_shape: Shape) -> None:
     """Raises when the model's per-example input shape differs from the data's.
 
     The engine calls this before `init`, so a missing channel axis is reported
@@ -204,3 +218,87 @@ def check_input_shape(dataset: Dataset, input_shape: Shape) -> None:
                "values per example) — check the model's input_shape")
     raise ValueError(f"dataset {dataset.name!r} train.x has per-example shape {data_shape}, "
                      f"model expects {input_shape} — {fix}")
+
+
+# --- pytrees of examples ----------------------------------------------------------------------
+
+def first_non_finite(values: np.ndarray) -> tuple[int, ...] | None:
+    """Index of the first NaN/Inf of `values` (C order), or None; scans blocks of rows so the
+    boolean mask stays small (at most `_CHUNK_VALUES` values at a time)."""
+    if values.dtype.kind not in "fc" or values.size == 0:
+        return None
+    rows = max(1, _CHUNK_VALUES // max(1, math.prod(values.shape[1:])))
+    for start in range(0, values.shape[0], rows):
+        finite = np.isfinite(values[start:start + rows])
+        if not finite.all():
+            index = _first_true(~finite)
+            return (start + index[0],) + index[1:]
+    return None
+
+
+def _leaf_name(role: str, path) -> str:
+    return role + "".join(f"[{getattr(p, 'key', getattr(p, 'idx', getattr(p, 'name', p)))!r}]" for p in path)
+
+
+def check_example_tree(role: str, data, *, finite: bool = True) -> int:
+    """Checks a pytree batch: every leaf has a leading example axis of the same length n >= 1.
+
+    The pytree form of `fdl.train.checks.check_examples`, for objectives' batches (`(x, y)`,
+    a dict, a bare x) and for splits holding a pytree: the leaf whose length differs is
+    named by its path (`train['tokens'] has 100 examples but train['mask'] has 99`).
+
+    Args:
+      role: the name in messages: "train", "val", "evaluate", a split's name.
+      data: a pytree of arrays, each (n, ...).
+      finite: also scan float leaves for NaN/Inf (one pass over them).
+
+    Returns:
+      n, the number of examples.
+
+    Raises:
+      ValueError: no arrays, a leaf without an example axis, lengths that differ,
+        an empty batch, or (with `finite`) a NaN/Inf in a float leaf.
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(data)[0]
+    if not leaves:
+        raise ValueError(f"{role}: holds no arrays — give arrays with a leading example axis")
+    n = None
+    for path, leaf in leaves:
+        leaf = np.asarray(leaf)
+        name = _leaf_name(role, path)
+        if leaf.ndim == 0:
+            raise ValueError(f"{name} is a scalar; every array of a batch needs a leading example axis")
+        if n is None:
+            n, first_name = leaf.shape[0], name
+        elif leaf.shape[0] != n:
+            raise ValueError(f"{name} has {leaf.shape[0]} examples but {first_name} has {n} — give "
+                             "every array one row per example")
+        if finite and leaf.dtype.kind == "f":
+            bad = first_non_finite(leaf)
+            if bad is not None:
+                index = str(bad[0]) if len(bad) == 1 else str(bad)
+                raise ValueError(f"{name}[{index}] holds {leaf[bad].item()} — drop or impute that example")
+    if n == 0:
+        raise ValueError(f"{role}: is empty (0 examples) — give at least one example")
+    return int(n)
+
+
+def check_split_tree(dataset_name: str, split_name: str, examples, *, finite: bool = True) -> int:
+    """`check_example_tree` of one split of a dataset, the error prefixed with the dataset's name.
+
+    Example:
+      >>> check_split_tree("corpus", "val", {"tokens": np.zeros((100, 17), np.int32),
+      ...                                    "mask": np.ones((90, 17), bool)})
+      Traceback (most recent call last):
+      ValueError: dataset 'corpus': val['tokens'] has 100 examples but val['mask'] has 90 — ...
+
+    Returns:
+      n, the split's number of examples.
+
+    Raises:
+      ValueError: one line, `dataset '<name>': <what check_example_tree says>`.
+    """
+    try:
+        return check_example_tree(split_name, examples, finite=finite)
+    except ValueError as error:
+        raise ValueError(f"dataset {dataset_name!r}: {error}") from None

@@ -3,7 +3,8 @@
 Every entry of MODELS is a function returning a Layer; configs name them
 (`model: {name: mnist1d_cnn}`) and pass keyword arguments. Models that take a
 flat signal `(length,)` add the channel axis themselves, so they train on the
-built-in data as loaded.
+built-in data as loaded. `generate` draws tokens from a trained language model
+such as `gpt`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fdl.nn.activations import Activation
 from fdl.nn.attention import NORMS, TransformerDecoderBlock
 from fdl.nn.combinators import serial
 from fdl.nn.conv import Conv1D, Conv2D
-from fdl.nn.core import Layer, ShapeError, child_key, expect_rank, init_child, named
+from fdl.nn.core import Layer, ShapeError, batched, child_key, expect_rank, init_child, named
 from fdl.nn.dense import Dense
 from fdl.nn.dropout import Dropout
 from fdl.nn.embedding import Embedding, PositionalEmbedding
@@ -28,7 +29,7 @@ from fdl.nn.reshape import Flatten, Reshape
 from fdl.nn.transforms import remat as remat_layer, repeat
 
 __all__ = ["MODELS", "logistic_regression", "mlp", "cnn1d", "gru_classifier", "lstm_classifier",
-           "cnn2d", "autoencoder", "vae", "vae_decoder", "gpt"]
+           "cnn2d", "autoencoder", "vae", "vae_decoder", "gpt", "generate"]
 
 
 def logistic_regression(num_classes: int = 10) -> Layer:
@@ -245,6 +246,83 @@ def gpt(vocab_size: int, context: int, width: int, depth: int, heads: int, *,
         return logits, new_state
 
     return Layer(init, apply, "GPT")
+
+
+def generate(model: Layer, params, model_state, prompt_tokens, length: int, key, temperature=1.0, *,
+             context: int) -> jax.Array:
+    """Continues `prompt_tokens` by `length` tokens drawn one at a time from a causal language model.
+
+    Step i feeds the model (eval mode) the window of the last `context` tokens,
+    zero-padded on the right while the sequence is shorter, reads the logits
+    at the last real position and draws the next token::
+
+        token = argmax(logits)                                   temperature == 0 (greedy)
+        token ~ softmax(logits / temperature)                    temperature > 0
+
+    with the key `fold_in(key, i)`. The model must be causal (the logits at
+    position t depend on tokens 0..t only, as `gpt`'s), so the padding never
+    changes them. The whole loop is one compiled program: a `lax.fori_loop`
+    over a fixed-size token buffer, one window shape, `temperature` traced (a
+    new temperature does not change the program); each call compiles it once.
+
+    Example (a bigram model: an embedding table whose row for the last token is
+    the next token's logits; for a trained `gpt` pass its state's params):
+      >>> bigram = Embedding(16, 16)
+      >>> _, table, table_state = bigram.init(jax.random.key(0), (8,))
+      >>> out = generate(bigram, table, table_state, [3, 1, 4], 12, jax.random.key(1), 0.0, context=8)
+      >>> out.shape, out.dtype, out[:3].tolist()          # the prompt, then 12 drawn tokens
+      ((15,), dtype('int32'), [3, 1, 4])
+      >>> greedy = [3, 1, 4]
+      >>> for _ in range(12):
+      ...     greedy.append(int(table["embedding"][greedy[-1]].argmax()))
+      >>> out.tolist() == greedy
+      True
+
+    Args:
+      model: a Layer mapping `(context,)` int token ids to `(context, vocab)` logits.
+      params, model_state: the model's (e.g. a TrainState's `.params`, `.model_state`).
+      prompt_tokens: `(prompt_length,)` int token ids, prompt_length >= 1; only the
+        last `context` of them reach the model.
+      length: tokens to draw, >= 1.
+      key: a PRNG key (unused at temperature 0).
+      temperature: softmax temperature, >= 0 (a float or a traced scalar); 0 is greedy.
+      context: the window the model reads, e.g. the `context` `gpt` was built with.
+
+    Returns:
+      `(prompt_length + length,)` int32: the prompt followed by the drawn tokens.
+
+    Raises:
+      ValueError: a prompt that is not a non-empty 1-D sequence of ids, `length` or
+        `context` not a positive int, or a negative (concrete) temperature.
+    """
+    prompt = jnp.asarray(prompt_tokens)
+    if prompt.ndim != 1 or prompt.shape[0] == 0 or not jnp.issubdtype(prompt.dtype, jnp.integer):
+        raise ValueError(f"generate: prompt_tokens must be (prompt_length >= 1,) int token ids, got shape "
+                         f"{tuple(prompt.shape)} dtype {prompt.dtype} — encode the prompt first, e.g. "
+                         "list(text.encode()) for a byte-level model")
+    for name, value in (("length", length), ("context", context)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"generate: {name} must be a positive int, got {value!r}")
+    if isinstance(temperature, (int, float)) and temperature < 0:
+        raise ValueError(f"generate: temperature must be >= 0 (0: greedy), got {temperature!r}")
+    start_length, apply = prompt.shape[0], batched(model)
+    buffer = jnp.zeros(max(start_length + length, context), jnp.int32).at[:start_length].set(prompt)
+
+    def draw(params, model_state, buffer, key, temperature):
+        def step(i, tokens):
+            position = start_length + i  # the index this step fills
+            first = jnp.maximum(position - context, 0)
+            window = jax.lax.dynamic_slice(tokens, (first,), (context,))
+            logits = apply(params, model_state, window[None])[0][0, position - 1 - first]
+            scaled = logits / jnp.where(temperature > 0, temperature, 1.0)
+            sampled = jax.random.categorical(jax.random.fold_in(key, i), scaled)
+            token = jnp.where(temperature > 0, sampled, jnp.argmax(logits))
+            return tokens.at[position].set(token.astype(jnp.int32))
+
+        return jax.lax.fori_loop(0, length, step, buffer)
+
+    tokens = jax.jit(draw)(params, model_state, buffer, key, jnp.asarray(temperature, jnp.float32))
+    return tokens[:start_length + length]
 
 
 def _sized_by_input(kind: str, build: Callable[[int], Layer]) -> Layer:

@@ -23,11 +23,11 @@ def output_shape(model: core.Layer, input_shape) -> tuple:
     """
     box = {}
 
-    def init(key):
-        box["shape"], params, _ = model.init(key, tuple(input_shape))
+    def init():  # the key is made inside the trace: nothing runs eagerly
+        box["shape"], params, _ = model.init(jax.random.key(0), tuple(input_shape))
         return params
 
-    jax.eval_shape(init, jax.random.key(0))
+    jax.eval_shape(init)
     return box["shape"]
 
 
@@ -39,13 +39,13 @@ def summary_rows(model: core.Layer, input_shape) -> list[tuple[str, str, tuple, 
     record: list = []
     shapes = {}
 
-    def init(key):
-        shapes["model"], params, state = model.init(key, tuple(input_shape))
+    def init():
+        shapes["model"], params, state = model.init(jax.random.key(0), tuple(input_shape))
         return params, state
 
     token = core._INIT_RECORD.set(record)
     try:
-        params, _ = jax.eval_shape(init, jax.random.key(0))
+        params, _ = jax.eval_shape(init)
     finally:
         core._INIT_RECORD.reset(token)
     rows = [("/".join(path), kind, shape, _count(p)) for path, kind, shape, p in record]

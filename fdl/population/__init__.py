@@ -2,9 +2,11 @@
 
 The engine for populations, beside `fdl.train` (it imports fdl.train, never
 fdl.config or fdl.runs): members differ in seed and in the optimizer
-hyperparameters fdl.optim injects; each has its own callbacks. `Population`
-owns the compiled programs; `train_population` is the one-call form. Sweeps
-over configs live in `fdl.runs.sweep`.
+hyperparameters fdl.optim injects; each has its own callbacks, and all minimize
+one per-example loss on (x, y) or one objective (fdl.objectives) on any pytree
+batch, as `fdl.fit` does. `Population` owns the compiled programs;
+`train_population` is the one-call form. Sweeps over configs live in
+`fdl.runs.sweep`.
 
 Example:
   >>> members = [MemberSpec(seed, {"learning_rate": lr}) for lr in (1e-3, 1e-2) for seed in range(2)]

@@ -20,6 +20,12 @@ With several devices the population axis is split across them (`shard_map`
 over a 1-D mesh named "population"), each device running its members with the
 strategy above. Member i's numbers equal a standalone `fdl.fit` with the same
 seed and hyperparameters, up to float rounding.
+
+What each member minimizes is a per-example `loss` on `(x, y)`, or an
+`objective` (fdl.objectives) on any batch: a pytree of arrays with a shared
+leading example axis (`(x, y)`, a dict `{"tokens": ..., "mask": ...}`, a bare
+`x`). An objective's logs are averaged per epoch and its validation scores come
+from `fdl.train.evaluate`'s objective accumulation, as in `fit`.
 """
 from __future__ import annotations
 
@@ -34,18 +40,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fdl.data.dataset import as_arrays
+from fdl.data.dataset import as_arrays, as_examples
 from fdl.io import to_python
 from fdl.losses import get_loss
-from fdl.metrics import get_metrics, infer_num_classes
 from fdl.nn.core import Layer, batched
-from fdl.nn.summary import output_shape
+from fdl.objectives import Objective
 from fdl.optim import current_learning_rate, get_hyperparameter, make_optimizer, set_hyperparameter
 from fdl.train.callbacks import Callback, Monitor
-from fdl.train.checks import check_data, check_positive_int
-from fdl.train.epoch import make_train_epoch
-from fdl.train.evaluate import padded_batches
-from fdl.train.state import TrainState, init_train_state
+from fdl.train.checks import check_data, check_example_tree, check_positive_int
+from fdl.data.order import batch_indices
+from fdl.train.epoch import make_train_epoch, num_examples
+from fdl.train.evaluate import make_objective_accumulate, objective_log_names, objective_sums, padded_batches
+# The input shape a batch shows (x of a tuple, a bare array) is fit's, so a member inits as fit does.
+from fdl.train.fit import _default_input_shape, metrics_for
+from fdl.train.state import TrainState, data_key, init_train_state
 from fdl.train.step import make_train_step
 
 __all__ = ["MemberSpec", "PopulationResult", "Population", "train_population", "evaluate_population",
@@ -128,8 +136,8 @@ def _base_optimizer(members: Sequence[MemberSpec], optimizer: dict) -> dict:
 def _make_member_evaluation(model: Layer, loss, metrics):
     apply = batched(model)
 
-    def evaluate(state: TrainState, xs, ys, masks):
-        """Loss and metrics of one member over padded batches xs: (num_batches, B, ...)."""
+    def evaluate(state: TrainState, batches):
+        """Loss and metrics of one member over padded batches (xs, ys, masks): (num_batches, B, ...)."""
 
         def body(acc, batch):
             x, y, mask = batch
@@ -141,56 +149,92 @@ def _make_member_evaluation(model: Layer, loss, metrics):
                 acc[metric.name] = metric.update(acc[metric.name], outputs, y, mask)
             return acc, None
 
+        xs = batches[0]
         total = xs.shape[0] * xs.shape[1]
         init = {"loss_sum": jnp.zeros(()), "count": jnp.zeros((), jnp.int32),
                 **{m.name: m.init(total) for m in metrics}}
-        acc, _ = jax.lax.scan(body, init, (xs, ys, masks))
+        acc, _ = jax.lax.scan(body, init, batches)
         return {"loss": acc["loss_sum"] / acc["count"],
                 **{m.name: m.compute(acc[m.name]) for m in metrics}}
 
     return evaluate
 
 
-def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=(), augment=None,
-                          map_batch_size: int | None, validate: bool):
-    """`epoch(states, active, x, y, epoch, val) -> (states, losses, train_metrics, val_scores, lr)`.
+def _make_member_objective_evaluation(model: Layer, objective: Objective, metrics):
+    """`evaluate(state, (full, rest)) -> scores`: `fdl.Evaluator`'s objective scores of one member.
 
-    Every output has a leading population axis. Members whose `active` is
-    False keep their state. `val` is `(xs, ys, masks)` padded batches or None.
+    The same batches as the Evaluator (`_objective_batches`), accumulated by the
+    same `make_objective_accumulate`, scanned over the full ones.
     """
-    train_epoch = make_train_epoch(make_train_step(model, loss, tx, augment=augment), batch_size, metrics)
-    evaluate = _make_member_evaluation(model, loss, metrics) if validate else None
+    accumulate = make_objective_accumulate(model, objective, metrics)
 
-    def member(args, x, y, epoch, val):
-        state, active = args
+    def evaluate(state: TrainState, batches):
+        full, rest = batches
+        params, model_state = state.params, state.model_state
+        example = rest if full is None else jax.tree.map(lambda a: a[0], full)
+        names = objective_log_names(model, objective, params, model_state, example)
+        n = (0 if full is None else num_examples(full) * num_examples(example)) + \
+            (0 if rest is None else num_examples(rest))
+        acc = objective_sums(names, metrics, n)
+        if full is not None:
+            acc, _ = jax.lax.scan(lambda acc, batch: (accumulate(params, model_state, acc, batch), None),
+                                  acc, full)
+        if rest is not None:
+            acc = accumulate(params, model_state, acc, rest)
+        return {**{k: acc[k] / acc["count"] for k in names},
+                **{m.name: m.compute(acc[m.name]) for m in metrics}}
+
+    return evaluate
+
+
+def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=(), augment=None,
+                          map_batch_size: int | None, validate: bool, objective: Objective | None = None):
+    """`epoch(states, active, data, indices, val) -> (states, logs, train_metrics, val_scores, lr)`.
+
+    Every output has a leading population axis; `logs` maps "loss" and the
+    objective's log names to (population, steps) per-step values. Members whose
+    `active` is False keep their state. `data` is the training split, `(x, y)`
+    for a `loss`, any pytree with an example axis for an `objective`
+    (`loss` None); `indices` (population, steps, batch_size) int32 holds each
+    member's `fdl.data.batch_indices` of the epoch. `val` is None, or `(xs, ys, masks)` padded batches for a
+    loss, `(full, rest)` batches (`_objective_batches`) for an objective.
+    """
+    train_epoch = make_train_epoch(make_train_step(model, loss, tx, objective=objective, augment=augment),
+                                   batch_size, metrics)
+    evaluate = None
+    if validate:
+        evaluate = (_make_member_evaluation(model, loss, metrics) if objective is None
+                    else _make_member_objective_evaluation(model, objective, metrics))
+
+    def member(args, data, val):
+        state, active, rows = args
 
         def train(state):
-            new_state, logs, train_metrics = train_epoch(state, (x, y), epoch)
-            losses = logs["loss"]
-            return new_state, losses, train_metrics, evaluate(new_state, *val) if validate else {}
+            new_state, logs, train_metrics = train_epoch(state, data, rows)
+            return new_state, logs, train_metrics, evaluate(new_state, val) if validate else {}
 
         def skip(state):  # a stopped member: its state stays, its logs are zeros
             shapes = jax.eval_shape(train, state)
             return (state, *jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1:]))
 
         # With "map" a stopped member costs nothing; under vmap cond becomes a select.
-        new_state, losses, train_metrics, scores = jax.lax.cond(active, train, skip, state)
-        return new_state, losses, train_metrics, scores, current_learning_rate(new_state.opt_state)
+        new_state, logs, train_metrics, scores = jax.lax.cond(active, train, skip, state)
+        return new_state, logs, train_metrics, scores, current_learning_rate(new_state.opt_state)
 
-    def epoch_fn(states, active, x, y, epoch, val):
-        one = functools.partial(member, x=x, y=y, epoch=epoch, val=val)
+    def epoch_fn(states, active, data, indices, val):
+        one = functools.partial(member, data=data, val=val)
         population = jax.tree.leaves(states)[0].shape[0]
         if map_batch_size is not None and map_batch_size >= population:
-            return jax.vmap(one)((states, active))  # lax.map's one-chunk scan would add copies
-        return jax.lax.map(one, (states, active), batch_size=map_batch_size)
+            return jax.vmap(one)((states, active, indices))  # lax.map's one-chunk scan would add copies
+        return jax.lax.map(one, (states, active, indices), batch_size=map_batch_size)
 
     return epoch_fn
 
 
 def _shard(epoch_fn, mesh: Mesh):
-    """Splits the population axis over the mesh's devices; data and epoch are replicated."""
+    """Splits the population axis over the mesh's devices; the data and val are replicated."""
     pop, rep = PartitionSpec(AXIS), PartitionSpec()
-    return jax.shard_map(epoch_fn, mesh=mesh, in_specs=(pop, pop, rep, rep, rep, rep),
+    return jax.shard_map(epoch_fn, mesh=mesh, in_specs=(pop, pop, rep, pop, rep),
                          out_specs=pop, check_vma=False)
 
 
@@ -200,13 +244,32 @@ def _stacked_batches(x, y, batch_size: int):
     return tuple(jnp.asarray(np.stack(p)) for p in zip(*parts))
 
 
+def _objective_batches(data, batch_size: int):
+    """A split as the batches `fdl.train.Evaluator` cuts for an objective, on the device.
+
+    Returns:
+      (full, rest): the first `n // batch_size * batch_size` examples as
+      (n // batch_size, batch_size, ...) leaves (None when n < batch_size), and
+      the last `n % batch_size` as one batch of their own size (None when none).
+    """
+    data = jax.tree.map(np.asarray, data)
+    n = num_examples(data)
+    count, cut = n // batch_size, n // batch_size * batch_size
+    full = None if count == 0 else jax.tree.map(
+        lambda a: jnp.asarray(a[:cut].reshape(count, batch_size, *a.shape[1:])), data)
+    rest = None if cut == n else jax.tree.map(lambda a: jnp.asarray(a[cut:]), data)
+    return full, rest
+
+
 def _pad_members(members: list[MemberSpec], multiple: int) -> list[MemberSpec]:
     """Repeats the last member so the population splits evenly over devices (dropped later)."""
     return members + [members[-1]] * (-len(members) % multiple)
 
 
-def _member_logs(i, epoch, steps, losses, train_metrics, val_scores, learning_rate) -> dict:
-    logs = {"epoch": epoch, "step": steps, "loss": float(np.mean(losses[i]))}
+def _member_logs(i, epoch, steps, step_logs, train_metrics, val_scores, learning_rate) -> dict:
+    """Member i's epoch logs as `fit` writes them: the mean of every per-step log ("loss" first)."""
+    logs = {"epoch": epoch, "step": steps, "loss": float(np.mean(step_logs["loss"][i]))}
+    logs.update({k: float(np.mean(v[i])) for k, v in step_logs.items() if k != "loss"})
     logs.update({k: to_python(v[i]) for k, v in train_metrics.items()})
     logs.update({f"val_{k}": to_python(v[i]) for k, v in val_scores.items()})
     logs["learning_rate"] = float(learning_rate[i])
@@ -294,10 +357,30 @@ def _with_hyperparameters(states, changes: dict):
     return states.replace(opt_state=opt_state)
 
 
+def _check_minimized(loss, objective, step) -> None:
+    """One-line errors for what a population cannot minimize, or for two things to minimize."""
+    if step is not None:
+        raise ValueError("step: a population trains a loss= or an objective=, not a custom step — "
+                         "train each member with fdl.fit(None, ..., step=..., state=...)")
+    if objective is not None and not (isinstance(loss, str) and loss == "cross_entropy"):
+        raise ValueError("loss/objective: both given — give one: the objective replaces the loss "
+                         "(fdl.objectives.supervised(loss) is the per-example loss as an objective)")
+
+
+def _input_shape(role: str, data, input_shape) -> tuple:
+    """The model's per-example input shape: `input_shape`, or what the batch shows (as in fit)."""
+    shape = tuple(input_shape) if input_shape is not None else _default_input_shape(data)
+    if shape is None:
+        raise ValueError(f"input_shape: the {role} batch does not show the model's per-example input "
+                         "shape (a dict batch) — pass input_shape=")
+    return shape
+
+
 class Population:
-    """Trains populations of one model (loss, optimizer, batch size, metrics, strategy) and owns
-    their compiled programs: training the next population of the same kind — the next batch of
-    a sweep's trials, new seeds or new hyperparameter values — compiles nothing new.
+    """Trains populations of one model (loss or objective, optimizer, batch size, metrics,
+    strategy) and owns their compiled programs: training the next population of the same
+    kind — the next batch of a sweep's trials, new seeds or new hyperparameter values —
+    compiles nothing new.
 
     Example:
       >>> population = Population(model, loss="cross_entropy", optimizer={"name": "adam"},
@@ -310,23 +393,58 @@ class Population:
       (4, ['accuracy', 'loss'])
 
     Args:
-      model, loss, augment, batch_size, metrics, eval_batch_size: as in `fdl.fit`.
+      model, loss, objective, augment, batch_size, metrics, eval_batch_size: as in
+        `fdl.fit`; give `loss` (a per-example loss on `(x, y)` batches) or
+        `objective` (fdl.objectives, on any pytree batch), not both.
       optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members.
       strategy: "auto", "vmap" or "map" (see the module docstring); `max_members`
         caps how many members are vectorized at once ("chunks of K").
+      step: refused: a custom step is `fdl.fit`'s alone.
+
+    Raises:
+      ValueError: both `loss` (other than the default) and `objective`, or a `step`.
     """
 
-    def __init__(self, model: Layer, *, loss="cross_entropy", optimizer: dict, batch_size: int,
-                 metrics: Sequence = (), augment=None, strategy: str = "auto",
-                 max_members: int | None = None, eval_batch_size: int = 512):
-        self.model, self.loss, self.optimizer = model, get_loss(loss), dict(optimizer)
+    def __init__(self, model: Layer, *, loss="cross_entropy", objective: Objective | None = None,
+                 optimizer: dict, batch_size: int, metrics: Sequence = (), augment=None,
+                 strategy: str = "auto", max_members: int | None = None, eval_batch_size: int = 512,
+                 step=None):
+        _check_minimized(loss, objective, step)
+        self.model, self.objective, self.optimizer = model, objective, dict(optimizer)
+        self.loss = get_loss(loss) if objective is None else None
         self.batch_size, self.metric_names, self.augment = batch_size, tuple(metrics), augment
         self.strategy, self.max_members, self.eval_batch_size = strategy, max_members, eval_batch_size
         self.devices = jax.devices()
         self._programs: dict = {}
 
     def _metrics(self, input_shape):
-        return get_metrics(self.metric_names, infer_num_classes(output_shape(self.model, input_shape)))
+        return metrics_for(self.model, input_shape, self.metric_names) if self.metric_names else ()
+
+    def _member_evaluation(self, input_shape):
+        metrics = self._metrics(input_shape)
+        if self.objective is None:
+            return _make_member_evaluation(self.model, self.loss, metrics)
+        return _make_member_objective_evaluation(self.model, self.objective, metrics)
+
+    def _splits(self, train, val, input_shape):
+        """(training data on the device, val batches or None, input shape), checked as `fit` checks them."""
+        if self.objective is None:
+            x, y = as_arrays(train)
+            _, _, y = check_data("train", self.model, x, y, loss=self.loss)
+            input_shape, data = tuple(x.shape[1:]), (x, y)
+            if val is not None:
+                x_val, y_val = as_arrays(val, "val")
+                y_val = check_data("val", self.model, x_val, y_val, loss=self.loss, expected_shape=input_shape)[2]
+                val = _stacked_batches(x_val, y_val, self.eval_batch_size)
+        else:
+            data = as_examples(train)
+            check_example_tree("train", data)
+            input_shape = _input_shape("train", data, input_shape)
+            if val is not None:
+                val = as_examples(val, "val")
+                check_example_tree("val", val)
+                val = _objective_batches(val, self.eval_batch_size)
+        return jax.tree.map(jnp.asarray, data), val, input_shape
 
     def _program(self, input_shape, base: dict, per_device: int, validate: bool):
         """(init, epoch, strategy label) compiled for this input shape, injected names and layout."""
@@ -335,9 +453,10 @@ class Population:
             tx = make_optimizer(**base)
             names = tuple(base["inject"])
             map_batch_size = _map_batch_size(self.strategy, per_device, self.max_members)
-            epoch_fn = make_population_epoch(self.model, self.loss, tx, batch_size=self.batch_size,
-                                             metrics=self._metrics(input_shape), augment=self.augment,
-                                             map_batch_size=map_batch_size, validate=validate)
+            epoch_fn = make_population_epoch(self.model, self.loss, tx, objective=self.objective,
+                                             batch_size=self.batch_size, metrics=self._metrics(input_shape),
+                                             augment=self.augment, map_batch_size=map_batch_size,
+                                             validate=validate)
             if len(self.devices) > 1:
                 epoch_fn = _shard(epoch_fn, Mesh(np.asarray(self.devices), (AXIS,)))
 
@@ -352,7 +471,7 @@ class Population:
                                    strategy_label(map_batch_size, per_device))
         return self._programs[key]
 
-    def train(self, train, val=None, *, members: Sequence[MemberSpec], epochs: int,
+    def train(self, train, val=None, *, members: Sequence[MemberSpec], epochs: int, input_shape=None,
               callbacks: Callable[[], Sequence[Callback]] | None = None, monitor: str | None = None,
               mode: str = "auto",
               on_epoch_end: Callable[[int, list, np.ndarray], Iterable[int]] | None = None,
@@ -363,14 +482,9 @@ class Population:
             raise ValueError("train_population: members is empty — give at least one MemberSpec")
         monitor = monitor or ("val_loss" if val is not None else "loss")
         epochs = check_positive_int("epochs", epochs)
-        x, y = as_arrays(train)
-        n, _, y = check_data("train", self.model, x, y, loss=self.loss)
+        data, val_batches, input_shape = self._splits(train, val, input_shape)
+        n = num_examples(data)
         check_positive_int("batch_size", self.batch_size, maximum=n)
-        input_shape = tuple(x.shape[1:])
-        if val is not None:
-            x_val, y_val = as_arrays(val, "val")
-            val = (x_val, check_data("val", self.model, x_val, y_val, loss=self.loss,
-                                     expected_shape=input_shape)[2])
         padded = _pad_members(members, len(self.devices))
         population, per_device = len(padded), len(padded) // len(self.devices)
         base = _base_optimizer(padded, self.optimizer)
@@ -382,27 +496,27 @@ class Population:
         if len(self.devices) > 1:
             states = jax.device_put(states, NamedSharding(Mesh(np.asarray(self.devices), (AXIS,)),
                                                           PartitionSpec(AXIS)))
-        val_batches = _stacked_batches(*as_arrays(val, "val"), self.eval_batch_size) if val is not None else None
-        x_device, y_device = jnp.asarray(x), jnp.asarray(y)
-        steps_per_epoch = x.shape[0] // self.batch_size
+        steps_per_epoch = n // self.batch_size
         book = _Bookkeeping(self.model, population, epochs, steps_per_epoch, callbacks)
         trackers = [Monitor("train_population", monitor, mode) for _ in padded]
         best_epoch, stopped, pruned = [0] * population, [None] * population, [False] * population
         active = np.ones(population, bool)
         best_states = kept_states = states
         start = time.perf_counter()
+        keys = np.asarray(data_key(states))  # (population, 2): each member's data order
         for epoch in range(epochs):
-            states, losses, train_metrics, val_scores, lr = epoch_fn(
-                states, jnp.asarray(active), x_device, y_device, epoch, val_batches)
-            losses, train_metrics, val_scores, lr = jax.device_get((losses, train_metrics, val_scores, lr))
-            logs = [_member_logs(i, epoch + 1, (epoch + 1) * steps_per_epoch, losses, train_metrics,
+            indices = np.stack([batch_indices(key, epoch, n, self.batch_size) for key in keys])
+            states, step_logs, train_metrics, val_scores, lr = epoch_fn(
+                states, jnp.asarray(active), data, indices, val_batches)
+            step_logs, train_metrics, val_scores, lr = jax.device_get((step_logs, train_metrics, val_scores, lr))
+            logs = [_member_logs(i, epoch + 1, (epoch + 1) * steps_per_epoch, step_logs, train_metrics,
                                  val_scores, lr) for i in range(population)]
             book.new_epoch(states)
             improved = np.zeros(population, bool)
             for i in np.flatnonzero(active):
                 book.histories[i].append(logs[i])
                 value = trackers[i].value(logs[i])
-                if not np.isfinite(value) or not np.all(np.isfinite(losses[i])):
+                if not np.isfinite(value) or not np.all(np.isfinite(step_logs["loss"][i])):
                     active[i], stopped[i] = False, epoch + 1  # diverged: keep its best state
                     continue
                 if trackers[i].improved(value):
@@ -440,27 +554,43 @@ class Population:
             states=jax.tree.map(lambda a: a[:n], states), strategy=strategy,
             wall_time_s=time.perf_counter() - start)
 
-    def evaluate(self, states: TrainState, data) -> list[dict]:
-        """Each member's loss and metrics on `data` ((x, y) or a Split); one compiled call."""
-        x, y = as_arrays(data, "test")
-        y = check_data("evaluate", self.model, x, y, loss=self.loss)[2]
-        key = ("evaluate", tuple(x.shape[1:]))
+    def evaluate(self, states: TrainState, data, *, input_shape=None) -> list[dict]:
+        """Each member's loss (or objective value and logs) and metrics on `data`; one compiled call.
+
+        Args:
+          states: stacked TrainStates, a leading population axis (`PopulationResult.states`).
+          data: (x, y) or a Split for a loss; for an objective any pytree of arrays
+            with a leading example axis (a Split or Dataset gives its `(x, y)`).
+          input_shape: the per-example input shape, when an objective's batch does not
+            show it and metrics need the model's output shape.
+        """
+        if self.objective is None:
+            x, y = as_arrays(data, "test")
+            y = check_data("evaluate", self.model, x, y, loss=self.loss)[2]
+            input_shape, batches = tuple(x.shape[1:]), _stacked_batches(x, y, self.eval_batch_size)
+        else:
+            data = as_examples(data, "test")
+            check_example_tree("evaluate", data)
+            input_shape = _input_shape("evaluate", data, input_shape) if self.metric_names else None
+            batches = _objective_batches(data, self.eval_batch_size)
+        key = ("evaluate", input_shape)
         if key not in self._programs:
-            evaluate = _make_member_evaluation(self.model, self.loss, self._metrics(tuple(x.shape[1:])))
+            evaluate = self._member_evaluation(input_shape)
             self._programs[key] = jax.jit(
-                lambda states, *batches: jax.lax.map(lambda m: evaluate(m, *batches), states))
-        scores = jax.device_get(self._programs[key](states, *_stacked_batches(x, y, self.eval_batch_size)))
+                lambda states, batches: jax.lax.map(lambda m: evaluate(m, batches), states))
+        scores = jax.device_get(self._programs[key](states, batches))
         population = jax.tree.leaves(states)[0].shape[0]
         return [{k: to_python(v[i]) for k, v in scores.items()} for i in range(population)]
 
 
 def train_population(model: Layer, train, val=None, *, members: Sequence[MemberSpec],
-                     loss="cross_entropy", optimizer: dict, epochs: int, batch_size: int,
-                     metrics: Sequence = (), callbacks: Callable[[], Sequence[Callback]] | None = None,
+                     loss="cross_entropy", objective: Objective | None = None, optimizer: dict, epochs: int,
+                     batch_size: int, input_shape=None, metrics: Sequence = (),
+                     callbacks: Callable[[], Sequence[Callback]] | None = None,
                      monitor: str | None = None, mode: str = "auto", strategy: str = "auto",
                      max_members: int | None = None,
                      on_epoch_end: Callable[[int, list, np.ndarray], Iterable[int]] | None = None,
-                     augment=None, eval_batch_size: int = 512, verbose: int = 1) -> PopulationResult:
+                     augment=None, eval_batch_size: int = 512, step=None, verbose: int = 1) -> PopulationResult:
     """Trains every member of a population; one compiled call per epoch for all of them.
 
     Example:
@@ -472,8 +602,24 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
       >>> [len(history) for history in result.histories]
       [2, 2, 2, 2]
 
+      An objective on any batch (here a bare array: an autoencoder); its logs are averaged per epoch:
+      >>> autoencoder = nn.models.autoencoder(bottleneck=4, hidden=[16])
+      >>> result = train_population(autoencoder, x, x_val, members=[MemberSpec(0), MemberSpec(1)],
+      ...                           objective=fdl.objectives.reconstruction("mse"),
+      ...                           optimizer={"name": "adam", "learning_rate": 1e-3}, epochs=1,
+      ...                           batch_size=64, metrics=["mse"])
+      >>> sorted(k for k in result.final[0] if "reconstruction" in k or "mse" in k)
+      ['mse', 'reconstruction', 'val_mse', 'val_reconstruction']
+
     Args:
-      model, train, val, loss, metrics, augment, batch_size, epochs, eval_batch_size: as in `fdl.fit`.
+      model, train, val, loss, objective, input_shape, metrics, augment, batch_size, epochs,
+        eval_batch_size: as in `fdl.fit`. With a per-example `loss`, `train` and `val`
+        are (x, y) arrays or Splits; with an `objective` (not both) any pytree of arrays
+        with a shared leading example axis — `(x, y)`, a dict `{"tokens": (n, T), "mask":
+        (n, T)}`, a bare `x` (n, *input_shape) — and `input_shape` is needed when the
+        batch does not show it (a dict). Each member is scored on `val` with the objective
+        in eval mode; its logs (besides "loss") are averaged per epoch and logged, as in
+        `fit`, and metrics come from its `fdl.objectives.PREDICTIONS`.
       members: the population; member i is `fit(..., seed=members[i].seed)` with
         `members[i].hyperparams` set on the optimizer (and the same callbacks).
       optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members.
@@ -487,19 +633,25 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
       strategy, max_members: see `Population`.
       on_epoch_end: `fn(epoch, logs_per_member, active) -> member indices to stop`,
         e.g. Optuna pruning.
+      step: refused (one line): a custom step trains with `fdl.fit` only.
       verbose: 2 prints a line per epoch.
 
     Returns:
       A PopulationResult: `states` are what `fit` would return for each member
       (after its callbacks, e.g. restored to its early stopping's best).
 
+    Raises:
+      ValueError: both a (non-default) `loss` and an `objective`, a `step`, data
+        that does not fit (as in `fit`), or a dict batch without `input_shape`.
+
     Each call builds its programs; a `Population` object keeps them across calls.
     """
-    population = Population(model, loss=loss, optimizer=optimizer, batch_size=batch_size,
+    population = Population(model, loss=loss, objective=objective, optimizer=optimizer, batch_size=batch_size,
                             metrics=metrics, augment=augment, strategy=strategy,
-                            max_members=max_members, eval_batch_size=eval_batch_size)
-    return population.train(train, val, members=members, epochs=epochs, callbacks=callbacks,
-                            monitor=monitor, mode=mode, on_epoch_end=on_epoch_end, verbose=verbose)
+                            max_members=max_members, eval_batch_size=eval_batch_size, step=step)
+    return population.train(train, val, members=members, epochs=epochs, input_shape=input_shape,
+                            callbacks=callbacks, monitor=monitor, mode=mode, on_epoch_end=on_epoch_end,
+                            verbose=verbose)
 
 
 def _best(values, mode):
@@ -510,8 +662,14 @@ def _best(values, mode):
 
 
 def evaluate_population(model: Layer, states: TrainState, data, *, loss="cross_entropy",
-                        metrics: Sequence = ("accuracy",), batch_size: int = 512) -> list[dict]:
-    """Each member's loss and metrics on `data` ((x, y) or a Split); one compiled call."""
-    population = Population(model, loss=loss, optimizer={}, batch_size=1, metrics=metrics,
-                            eval_batch_size=batch_size)
-    return population.evaluate(states, data)
+                        objective: Objective | None = None, metrics: Sequence | None = None,
+                        input_shape=None, batch_size: int = 512) -> list[dict]:
+    """Each member's loss (or objective value and logs) and metrics on `data`; one compiled call.
+
+    `data` and `input_shape` as in `Population.evaluate`; `metrics` defaults to
+    ["accuracy"] with a loss and to none with an objective.
+    """
+    metrics = metrics if metrics is not None else ("accuracy",) if objective is None else ()
+    population = Population(model, loss=loss, objective=objective, optimizer={}, batch_size=1,
+                            metrics=metrics, eval_batch_size=batch_size)
+    return population.evaluate(states, data, input_shape=input_shape)

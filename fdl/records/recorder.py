@@ -5,11 +5,16 @@ On train begin it makes the folders; every epoch it appends the logs to
 TensorBoard under `tensorboard/`; on train end it draws `plots/`. A missing
 matplotlib or tensorboardX skips that part with one warning — recording never
 stops a run.
+
+With `background=True` (what `fdl train` uses) matplotlib is imported while the
+first epoch compiles and the plots are drawn in a worker thread while the run
+evaluates its splits; `close()` waits for them, so nothing is lost.
 """
 from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from fdl.records.plots import INSTALL_HINT, plot_history, require
@@ -39,10 +44,14 @@ class RunRecorder(Callback):
       run_dir: the run directory (a path or an fdl.records.RunDir); created if missing.
       tensorboard: write TensorBoard event files.
       plots: draw the learning curves when training ends.
+      background: draw in a worker thread (see the module docstring); call `close()`.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True, plots: bool = True):
+    def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True, plots: bool = True,
+                 background: bool = False):
         self.run_dir = RunDir(run_dir)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="fdl-plots") if background else None
+        self._drawing: list[Future] = []
         self.history = HistoryLogger(self.run_dir.metrics_path)
         missing = []
         self.tensorboard = None
@@ -76,6 +85,8 @@ class RunRecorder(Callback):
             self.tensorboard.on_train_begin(run)
         if self.plots:
             self.run_dir.plots_dir.mkdir(exist_ok=True)
+            if self._worker is not None:  # the import overlaps the first compile
+                self._worker.submit(require, "matplotlib.backends.backend_agg")
 
     def on_epoch_end(self, run: Run, epoch: int, logs: dict) -> None:
         self.history.on_epoch_end(run, epoch, logs)
@@ -86,13 +97,38 @@ class RunRecorder(Callback):
         if self.tensorboard is not None:
             self.tensorboard.on_train_end(run)
         if self.plots:
-            # on_train_end also runs when fit is failing (it is in fit's `finally`):
-            # a plotting error must not hide the run's own error or lose the run.
-            try:
-                self.plot_paths = plot_history(self.rows(), self.run_dir.plots_dir)
-            except Exception as error:  # noqa: BLE001 — reported, never raised
-                warnings.warn(f"RunRecorder: could not draw plots in {self.run_dir.plots_dir}: "
-                              f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
+            self.draw(self._plot_history)
+
+    def _plot_history(self) -> None:
+        self.plot_paths = plot_history(self.rows(), self.run_dir.plots_dir)
+
+    def draw(self, plot, *args, **kwargs) -> None:
+        """Runs `plot(*args, **kwargs)` now, or in the worker with `background=True`.
+
+        A plotting error is a warning, never raised: on_train_end also runs when
+        fit is failing, and a plot must not hide the run's own error or lose the run.
+        """
+        if self._worker is not None:
+            self._drawing.append(self._worker.submit(plot, *args, **kwargs))
+            return
+        try:
+            plot(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 — reported, never raised
+            self._warn(error)
+
+    def close(self) -> None:
+        """Waits for the plots drawn in the background (a no-op without `background`)."""
+        if self._worker is None:
+            return
+        for future in self._drawing:
+            if future.exception() is not None:
+                self._warn(future.exception())
+        self._drawing.clear()
+        self._worker.shutdown(wait=True)
+
+    def _warn(self, error: BaseException) -> None:
+        warnings.warn(f"RunRecorder: could not draw plots in {self.run_dir.plots_dir}: "
+                      f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=3)
 
     def rows(self) -> list[dict]:
         """The epochs recorded in metrics.jsonl, the last row per epoch (a resumed run may repeat one)."""

@@ -146,6 +146,7 @@ class RunDir(_Folder):
         preprocess.npz           the preprocessing fitted on the training split (`write_preprocess`)
         checkpoints/<name>.ckpt  best, last and last_finite (`checkpoint(name)`)
         eval_<split>.json        what `fdl eval` measured (`write_eval`)
+        samples.txt              text the trained model wrote, with a `sample:` section (`write_samples`)
         plots/  tensorboard/     learning curves and confusion matrix; event files
 
     Example:
@@ -160,6 +161,7 @@ class RunDir(_Folder):
     KIND = "run directory"
     CONFIG, ENV, METRICS, SUMMARY = "config.yaml", "env.json", "metrics.jsonl", "summary.json"
     PREPROCESS, CHECKPOINTS, PLOTS, TENSORBOARD = "preprocess.npz", "checkpoints", "plots", "tensorboard"
+    SAMPLES = "samples.txt"
 
     @classmethod
     def existing(cls, path: str | os.PathLike) -> "RunDir":
@@ -189,6 +191,10 @@ class RunDir(_Folder):
     @property
     def preprocess_path(self) -> Path:
         return self.path / self.PREPROCESS
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / self.SAMPLES
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -230,6 +236,10 @@ class RunDir(_Folder):
 
     def write_eval(self, split: str, scores: dict) -> Path:
         return write_json(self.eval_path(split), scores)
+
+    def write_samples(self, text: str) -> Path:
+        """samples.txt: what a language model generated after training (UTF-8)."""
+        return write_text(self.samples_path, text)
 
     def write_preprocess(self, method: str, stats: dict[str, np.ndarray]) -> Path:
         """Saves the fitted preprocessing: its method name and statistics arrays."""

@@ -13,11 +13,13 @@ import time
 from omegaconf import DictConfig
 
 from fdl import records
+from fdl.compilation import CompileClock, use_compilation_cache
 from fdl.config import ConfigError, RunArguments, build_arguments, load_config, to_yaml
 from fdl.data import as_examples
 from fdl.metrics import get_metrics, infer_num_classes
 from fdl.nn import output_shape
 from fdl.records import RunDir
+from fdl.runs.samples import write_samples
 from fdl.train import Evaluator, NonFiniteLossError, TrainState, fit, init_train_state, load_checkpoint, save_checkpoint
 from fdl.train.callbacks import ModelCheckpoint
 
@@ -72,6 +74,15 @@ def train_from_config(config: DictConfig, *, resume: str | os.PathLike | None = 
       NonFiniteLossError: after writing what the run had (the last finite state
         to the last_finite checkpoint and the summary with the error).
     """
+    started, clock = time.perf_counter(), CompileClock()
+    use_compilation_cache()
+    try:
+        return _train(config, resume, started, clock)
+    finally:
+        clock.close()
+
+
+def _train(config: DictConfig, resume, started: float, clock: CompileClock) -> RunResult:
     arguments = build_arguments(config)
     dataset = arguments.data.dataset
     fit_arguments = arguments.fit_arguments()
@@ -89,19 +100,35 @@ def train_from_config(config: DictConfig, *, resume: str | os.PathLike | None = 
     if arguments.data.stats is not None:
         run_dir.write_preprocess(arguments.data.preprocess, arguments.data.stats)
     checkpoints = config.callbacks.checkpoint
+    recorder = records.RunRecorder(run_dir, tensorboard=config.output.tensorboard, plots=config.output.plots,
+                                   background=True)
     fit_arguments["callbacks"] += [
         ModelCheckpoint(best=run_dir.checkpoint("best"), last=run_dir.checkpoint("last"),
-                        monitor=checkpoints.monitor, mode=checkpoints.mode),
-        records.RunRecorder(run_dir, tensorboard=config.output.tensorboard, plots=config.output.plots)]
-    start = time.perf_counter()
+                        monitor=checkpoints.monitor, mode=checkpoints.mode, every=checkpoints.every),
+        recorder]
+    fit_started = time.perf_counter()
     try:
-        state, history = fit(arguments.model, dataset.train, val=dataset.val, state=state, **fit_arguments)
-    except NonFiniteLossError as error:
-        save_checkpoint(run_dir.checkpoint("last_finite"), error.state,
-                        metadata={"epoch": error.epoch, "error": str(error)})
-        run_dir.write_summary({"error": str(error), "epochs": len(error.history)})
-        raise
-    summary = _write_summary(run_dir, arguments, state, history, time.perf_counter() - start)
+        try:
+            state, history = fit(arguments.model, dataset.train, val=dataset.val, state=state, **fit_arguments)
+        except NonFiniteLossError as error:
+            save_checkpoint(run_dir.checkpoint("last_finite"), error.state,
+                            metadata={"epoch": error.epoch, "error": str(error)})
+            run_dir.write_summary({"error": str(error), "epochs": len(error.history)})
+            raise
+        timing = dict(first_step_s=fit_started - started + history.timing["first_step_s"],
+                      train_s=history.timing["fit_s"] - history.timing["compile_s"],
+                      records_s=history.timing["callbacks_s"])
+        evaluated = time.perf_counter()
+        summary_compile = clock.seconds()
+        scores = _evaluate_splits(arguments, state, recorder)
+        timing["eval_s"] = time.perf_counter() - evaluated - (clock.seconds() - summary_compile)
+        written = time.perf_counter()
+        write_samples(run_dir, arguments, state)  # samples.txt, with a sample: section
+    finally:
+        recorder.close()  # the plots drawn in the background
+    timing["records_s"] += time.perf_counter() - written
+    timing["compile_s"] = clock.seconds()
+    summary = _write_summary(run_dir, arguments, state, history, scores, time.perf_counter() - started, timing)
     return RunResult(run_dir, state, history, summary)
 
 
@@ -120,24 +147,40 @@ def resume_run(run_dir: str | os.PathLike, overrides=()) -> RunResult:
     return train_from_config(load_config(run_dir.config_path, overrides), resume=run_dir.path)
 
 
-def _write_summary(run_dir: RunDir, arguments: RunArguments, state: TrainState, history: list,
-                   wall_time: float) -> dict:
-    """Evaluates every split, draws the confusion matrix, writes the summary; returns it."""
+def _evaluate_splits(arguments: RunArguments, state: TrainState, recorder) -> dict:
+    """Scores of every split; the confusion matrix of the shown split is drawn by `recorder`."""
     config, dataset = arguments.config, arguments.data.dataset
     classifier = dataset.num_classes is not None and arguments.objective is None
     evaluator = split_evaluator(arguments, confusion=classifier)
     scores = {name: evaluate_split(evaluator, state, split) for name, split in dataset.splits().items()}
     if classifier and config.output.plots:
         shown = "test" if "test" in scores else "val" if "val" in scores else "train"
-        records.plot_confusion_matrix(scores[shown].pop("confusion_matrix"), run_dir.plot("confusion_matrix"),
-                                      class_names=dataset.class_names, title=f"{config.name} ({shown})")
+        recorder.draw(records.plot_confusion_matrix, scores[shown].pop("confusion_matrix"),
+                      recorder.run_dir.plot("confusion_matrix"), class_names=dataset.class_names,
+                      title=f"{config.name} ({shown})")
     for split_scores in scores.values():
         split_scores.pop("confusion_matrix", None)
-    train_seconds = sum(row["time_s"] for row in history)
-    steps_per_epoch = len(dataset.train.x) // config.training.batch_size
+    return scores
+
+
+def _write_summary(run_dir: RunDir, arguments: RunArguments, state: TrainState, history: list, scores: dict,
+                   wall_time: float, timing: dict) -> dict:
+    """Writes summary.json: the scores, the epochs and steps, and where the time went (seconds).
+
+    timing: first_step_s (from the start of the run to its first training step),
+    compile_s (tracing and compiling, or loading from the compilation cache),
+    train_s (fit minus its compiling; validation runs inside each epoch's call),
+    eval_s (the final evaluation of the splits, compiling excluded), records_s
+    (callbacks, records and plots on the host; most of it overlaps training).
+    """
+    config, dataset = arguments.config, arguments.data.dataset
+    steps_per_epoch = dataset.train.num_examples // config.training.batch_size
     last_epoch = history[-1]["epoch"] if history else int(state.step) // steps_per_epoch
+    epochs_run = len(history)
+    steady = [row["time_s"] for row in history[1:]] or [row["time_s"] for row in history]
     summary = records.run_summary(scores, epochs=last_epoch, steps=last_epoch * steps_per_epoch,
-                                  wall_time_s=wall_time, steps_per_s=len(history) * steps_per_epoch
-                                  / train_seconds if train_seconds else 0.0)
+                                  wall_time_s=wall_time,
+                                  steps_per_s=steps_per_epoch * len(steady) / sum(steady) if epochs_run else 0.0,
+                                  **{k: round(v, 4) for k, v in timing.items()})
     run_dir.write_summary(summary)
     return summary

@@ -19,7 +19,8 @@ import jax
 
 from fdl.io import to_python
 from fdl.optim import get_hyperparameter, set_hyperparameter
-from fdl.train.checkpoint import save_checkpoint
+from fdl.train.checkpoint import CheckpointWriter
+from fdl.train.checks import check_positive_int
 
 
 __all__ = [
@@ -182,10 +183,12 @@ class ReduceLROnPlateau(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Writes the state to `last` every epoch and to `best` when `monitor` improves.
+    """Writes the state to `last` every `every` epochs (and when training ends) and to `best`
+    when `monitor` improves.
 
-    Files are written atomically (fdl.train.checkpoint); the metadata holds the
-    epoch and its logs. Load with `fdl.load_checkpoint(path, target)`.
+    Files are written atomically (fdl.train.checkpoint) by a background writer
+    (`CheckpointWriter`: training does not wait for the disk; both files are
+    complete and final when fit returns); the metadata holds the epoch and its logs. Load with `fdl.load_checkpoint(path, target)`.
 
     Example:
       >>> state, history = fdl.fit(model, train, val, epochs=2,
@@ -198,21 +201,36 @@ class ModelCheckpoint(Callback):
       best: the path of the best checkpoint, or None for none.
       last: the path of the last epoch's checkpoint, or None for none.
       monitor, mode: the logged quantity that decides "best" (see EarlyStopping).
+      every: epochs between writes of `last` (a resumed run repeats at most
+        `every - 1` epochs); the final epoch is always written.
     """
 
     def __init__(self, *, best: str | os.PathLike | None = None, last: str | os.PathLike | None = None,
-                 monitor: str = "val_loss", mode: str = "auto"):
+                 monitor: str = "val_loss", mode: str = "auto", every: int = 1):
         if best is None and last is None:
             raise ValueError("ModelCheckpoint: give best=PATH, last=PATH or both")
-        self.best, self.last = best, last
+        self.best, self.last, self.every = best, last, check_positive_int("ModelCheckpoint: every", every)
         self.tracker = Monitor("ModelCheckpoint", monitor, mode) if best is not None else None
+        self._unsaved = None  # (state, metadata) of an epoch `last` has not been written for
+        self._writer = CheckpointWriter()
 
     def on_epoch_end(self, run, epoch, logs):
         metadata = {"epoch": epoch, "logs": logs}
         if self.last is not None:
-            save_checkpoint(self.last, run.state, metadata=metadata)
+            self._unsaved = (run.state, metadata)
+            if epoch % self.every == 0:
+                self._write_last()
         if self.tracker is not None and self.tracker.improved(self.tracker.value(logs)):
-            save_checkpoint(self.best, run.state, metadata=metadata)
+            self._writer.submit(self.best, run.state, metadata)
+
+    def on_train_end(self, run):
+        self._write_last()
+        self._writer.close()  # every file written when fit returns
+
+    def _write_last(self):
+        if self._unsaved is not None:
+            self._writer.submit(self.last, *self._unsaved)
+            self._unsaved = None
 
 
 class HistoryLogger(Callback):

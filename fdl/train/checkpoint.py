@@ -6,18 +6,36 @@ then `os.replace`d over the target, so a reader never sees half a file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
 
+import functools
+import threading
+
 import jax
 import numpy as np
-from flax import serialization
 
 from fdl.io import to_python, write_bytes
+from fdl.train.state import TrainState
 
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointWriter"]
+
+
+@functools.cache
+def _serialization():
+    """flax.serialization, imported on first use (flax is slow to import) and taught TrainState."""
+    from flax import serialization
+
+    fields = [field.name for field in dataclasses.fields(TrainState)]
+    serialization.register_serialization_state(
+        TrainState,
+        lambda state: {name: serialization.to_state_dict(getattr(state, name)) for name in fields},
+        lambda state, saved: state.replace(**{name: serialization.from_state_dict(getattr(state, name), saved[name])
+                                              for name in fields}))
+    return serialization
 
 
 def save_checkpoint(path: str | os.PathLike, state: Any, *, metadata: dict | None = None) -> str:
@@ -26,6 +44,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, *, metadata: dict | Non
         metadata_text = json.dumps(to_python(metadata or {}))
     except TypeError as error:
         raise TypeError(f"checkpoint metadata: {error}") from None
+    serialization = _serialization()
     payload = {"state": serialization.to_state_dict(jax.device_get(state)), "metadata": metadata_text}
     write_bytes(path, serialization.msgpack_serialize(payload))
     return os.fspath(path)
@@ -52,6 +71,7 @@ def load_checkpoint(path: str | os.PathLike, target: Any = None) -> tuple[Any, d
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist — pass the path of a "
                                 "best.ckpt/last.ckpt file written by fdl")
+    serialization = _serialization()
     with open(path, "rb") as file:
         try:
             payload = serialization.msgpack_restore(file.read())
@@ -103,3 +123,64 @@ def _leaves_by_path(tree, prefix: str = "") -> list[tuple[str, Any]]:
         return [(prefix, tree)]
     return [item for key, child in tree.items()
             for item in _leaves_by_path(child, f"{prefix}/{key}" if prefix else str(key))]
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread, keeping only the newest pending state per path.
+
+    Training does not wait for serialization and fsync; if epochs end faster
+    than files are written, a newer state for the same path replaces the one
+    still waiting (the file always ends as the newest). `close()` writes what is
+    pending and waits; a failed write is raised by the next `submit` or `close`.
+
+    Example:
+      >>> writer = CheckpointWriter()
+      >>> writer.submit("ckpt/last.ckpt", state, {"epoch": 1})
+      >>> writer.close()                                  # ckpt/last.ckpt holds epoch 1
+    """
+
+    def __init__(self):
+        self._pending: dict = {}  # path -> (state, metadata), in submission order
+        self._error: BaseException | None = None
+        self._done = threading.Condition()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, path: str | os.PathLike, state: Any, metadata: dict | None = None) -> None:
+        """Queues `state` for `path` (replacing a state for it that is still waiting)."""
+        self._raise_failure()
+        with self._done:
+            self._pending.pop(os.fspath(path), None)
+            self._pending[os.fspath(path)] = (state, metadata)
+            if self._thread is None:
+                self._busy = True
+                self._thread = threading.Thread(target=self._run, name="fdl-checkpoints", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        """Thread body: write until nothing is pending, then end (the next submit starts another)."""
+        while True:
+            with self._done:
+                if not self._pending:
+                    self._busy, self._thread = False, None
+                    self._done.notify_all()
+                    return
+                path = next(iter(self._pending))
+                state, metadata = self._pending.pop(path)
+                self._busy = True
+            try:
+                save_checkpoint(path, state, metadata=metadata)
+            except BaseException as error:  # noqa: BLE001 — raised in the training thread
+                self._error = error
+
+    def close(self) -> None:
+        """Waits until every submitted state is written; raises a failed write."""
+        with self._done:
+            while self._pending or self._busy:
+                self._done.wait()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

@@ -37,12 +37,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from fdl.data.validate import check_example_tree  # moved to fdl.data: the loaders check pytrees too
+from fdl.data.validate import first_non_finite as _first_non_finite
 from fdl.nn.core import Layer, ShapeError
 
 __all__ = ["check_example_tree", "check_data", "check_examples", "check_model_input", "check_positive_int",
            "check_targets", "loss_name"]
 
-_CHUNK_VALUES = 1 << 22  # values per block of the NaN/Inf scan: bounds its temporary memory
 _SUM_TOLERANCE = 1e-3  # probability rows: float32 one-hot / mixup rows sum to 1 within this
 
 
@@ -82,19 +83,6 @@ def _value_text(value) -> str:
 def _first(mask: np.ndarray) -> tuple[int, ...]:
     """Index of the first True of `mask` in C order (the smallest example index first)."""
     return tuple(int(i) for i in np.unravel_index(np.argmax(mask), mask.shape))
-
-
-def _first_non_finite(values: np.ndarray) -> tuple[int, ...] | None:
-    """Index of the first NaN/Inf, scanning blocks of rows so the boolean mask stays small."""
-    if values.dtype.kind not in "fc" or values.size == 0:
-        return None
-    rows = max(1, _CHUNK_VALUES // max(1, math.prod(values.shape[1:])))
-    for start in range(0, values.shape[0], rows):
-        finite = np.isfinite(values[start:start + rows])
-        if not finite.all():
-            index = _first(~finite)
-            return (start + index[0],) + index[1:]
-    return None
 
 
 def _size_fix(role: str, got: tuple, want: tuple) -> str:
@@ -183,58 +171,15 @@ def check_examples(role: str, x, y=None, *, finite: bool = True) -> int:
     return int(x.shape[0])
 
 
-def _leaf_name(role: str, path) -> str:
-    return role + "".join(f"[{getattr(p, 'key', getattr(p, 'idx', getattr(p, 'name', p)))!r}]" for p in path)
-
-
-def check_example_tree(role: str, data, *, finite: bool = True) -> int:
-    """Checks a pytree batch: every leaf has a leading example axis of the same length n >= 1.
-
-    The pytree form of `check_examples`, for objectives' batches (`(x, y)`, a dict,
-    a bare x): the leaf whose length differs is named by its path
-    (`train['tokens'] has 100 examples but train['mask'] has 99`).
-
-    Returns:
-      n, the number of examples.
-
-    Raises:
-      ValueError: no arrays, a leaf without an example axis, lengths that differ,
-        an empty batch, or (with `finite`) a NaN/Inf in a float leaf.
-    """
-    leaves = jax.tree_util.tree_flatten_with_path(data)[0]
-    if not leaves:
-        raise ValueError(f"{role}: holds no arrays — give arrays with a leading example axis")
-    first_path, first = leaves[0]
-    n = None
-    for path, leaf in leaves:
-        leaf = np.asarray(leaf)
-        name = _leaf_name(role, path)
-        if leaf.ndim == 0:
-            raise ValueError(f"{name} is a scalar; every array of a batch needs a leading example axis")
-        if n is None:
-            n, first_name = leaf.shape[0], name
-        elif leaf.shape[0] != n:
-            raise ValueError(f"{name} has {leaf.shape[0]} examples but {first_name} has {n} — give "
-                             "every array one row per example")
-        if finite and leaf.dtype.kind == "f":
-            bad = _first_non_finite(leaf)
-            if bad is not None:
-                raise ValueError(f"{name}[{_index_text(bad)}] holds {_value_text(leaf[bad])} — drop or "
-                                 "impute that example")
-    if n == 0:
-        raise ValueError(f"{role}: is empty (0 examples) — give at least one example")
-    return int(n)
-
-
 def _abstract_init(model: Layer, input_shape: tuple):
     """(output shape, params as ShapeDtypeStructs), without allocating anything."""
     box = {}
 
-    def init(key):
-        box["shape"], params, _ = model.init(key, input_shape)
+    def init():  # the key is made inside the trace: nothing runs eagerly
+        box["shape"], params, _ = model.init(jax.random.PRNGKey(0), input_shape)
         return params
 
-    params = jax.eval_shape(init, jax.random.PRNGKey(0))
+    params = jax.eval_shape(init)
     return box["shape"], params
 
 

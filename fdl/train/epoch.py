@@ -24,8 +24,9 @@ from fdl.train.state import TrainState, data_key
 from fdl.train.step import all_finite, guard
 
 __all__ = [
-    "num_examples", "take", "make_train_epoch", "epoch_is_finite", "epoch_summary", "make_replay_epoch",
-    "make_step_epoch", "host_batches", "make_host_epoch", "replay_host_epoch",
+    "num_examples", "take", "make_train_epoch", "make_batches_epoch", "stage_epoch",
+    "epoch_is_finite", "epoch_summary", "make_replay_epoch", "make_replay_batches", "make_step_epoch",
+    "host_batches", "make_host_epoch", "replay_host_epoch",
 ]
 
 
@@ -62,12 +63,25 @@ def _epoch_metrics(metrics: Sequence[Metric], predictions) -> dict:
             for m in metrics}
 
 
-def make_train_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
-    """`train_epoch(state, data, epoch) -> (state, logs, train_metrics)` as one `lax.scan`.
+def _scan_epoch(step, metrics: Sequence[Metric], state: TrainState, xs, batch_of):
+    """One `lax.scan` of `step` over `xs` (batch i is `batch_of(xs[i])`): (state, logs, train_metrics)."""
 
-    Shuffles on the device with the state's data key, so the data (a pytree of
-    device arrays with n examples) is uploaded once per run. A pure function of
-    its arguments: jit it, or vmap it over a population.
+    def body(state, item):
+        state, logs = step(state, batch_of(item))
+        logs, predictions = _split_predictions(logs)
+        return state, (logs, predictions if metrics else None)
+
+    state, (logs, predictions) = jax.lax.scan(body, state, xs)
+    return state, logs, _epoch_metrics(metrics, predictions)
+
+
+def make_train_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
+    """`train_epoch(state, data, indices) -> (state, logs, train_metrics)` as one `lax.scan`.
+
+    The data (a pytree of device arrays with n examples) is uploaded once per
+    run; step i gathers the examples `indices[i]` — indices (n // batch_size,
+    batch_size) int32, the epoch's `fdl.data.batch_indices` (drawn on the host).
+    A pure function of its arguments: jit it, or vmap it over a population.
 
     Returns:
       state: after `n // batch_size` steps.
@@ -75,18 +89,30 @@ def make_train_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
       train_metrics: dict name -> value over the epoch's trained examples.
     """
 
-    def train_epoch(state: TrainState, data, epoch):
-        indices = batch_indices(data_key(state), epoch, num_examples(data), batch_size)
-
-        def body(state, rows):
-            state, logs = step(state, take(data, rows))
-            logs, predictions = _split_predictions(logs)
-            return state, (logs, predictions if metrics else None)
-
-        state, (logs, predictions) = jax.lax.scan(body, state, indices)
-        return state, logs, _epoch_metrics(metrics, predictions)
+    def train_epoch(state: TrainState, data, indices):
+        return _scan_epoch(step, metrics, state, indices, lambda rows: take(data, rows))
 
     return train_epoch
+
+
+def make_batches_epoch(step, metrics: Sequence[Metric] = ()):
+    """`epoch(state, batches) -> (state, logs, train_metrics)`: one `lax.scan` over batches in place.
+
+    `batches` is the epoch's batches already cut and stacked, every leaf
+    (num_batches, batch_size, ...) — `stage_epoch` cuts them on the host in the
+    shared epoch order — so the program gathers nothing (gathers are slow on
+    XLA:CPU). Same step, same batches, same numbers as `make_train_epoch`.
+    """
+    return lambda state, batches: _scan_epoch(step, metrics, state, batches, lambda batch: batch)
+
+
+def stage_epoch(data, rows: np.ndarray):
+    """The epoch's batches cut on the host: every leaf `leaf[rows]`, (num_batches, batch_size, ...).
+
+    data: a pytree of numpy arrays with n examples; rows: (num_batches,
+    batch_size) indices of one epoch (`fdl.data.batch_indices`).
+    """
+    return jax.tree.map(lambda leaf: leaf[rows], data)
 
 
 def epoch_is_finite(state: TrainState, logs: dict) -> jax.Array:
@@ -111,26 +137,35 @@ def epoch_summary(state: TrainState, logs: dict, train_metrics: dict) -> dict:
     return summary
 
 
-def make_replay_epoch(step, batch_size: int):
-    """`replay(state, data, epoch) -> (last finite state, first failed step or -1)`.
+def _replay_scan(step, state: TrainState, xs, batch_of):
+    """`make_replay_epoch`'s scan: (last finite state, first failed step or -1)."""
+    guarded = guard(step)
+
+    def body(carry, item):
+        state, halted = carry
+        state, _, now_halted = guarded(state, batch_of(item), halted)
+        return (state, now_halted), now_halted & ~halted
+
+    (state, halted), failed_here = jax.lax.scan(body, (state, jnp.zeros((), bool)), xs)
+    return state, jnp.where(halted, jnp.argmax(failed_here), -1)
+
+
+def make_replay_epoch(step):
+    """`replay(state, data, indices) -> (last finite state, first failed step or -1)`.
 
     Re-runs an epoch that went wrong under `guard`, from the state it started
     from, to find the step that produced a non-finite loss or params.
     """
-    guarded = guard(step)
 
-    def replay(state: TrainState, data, epoch):
-        indices = batch_indices(data_key(state), epoch, num_examples(data), batch_size)
-
-        def body(carry, rows):
-            state, halted = carry
-            state, _, now_halted = guarded(state, take(data, rows), halted)
-            return (state, now_halted), now_halted & ~halted
-
-        (state, halted), failed_here = jax.lax.scan(body, (state, jnp.zeros((), bool)), indices)
-        return state, jnp.where(halted, jnp.argmax(failed_here), -1)
+    def replay(state: TrainState, data, indices):
+        return _replay_scan(step, state, indices, lambda rows: take(data, rows))
 
     return replay
+
+
+def make_replay_batches(step):
+    """`make_replay_epoch` over batches in place: `replay(state, batches) -> (state, failed step or -1)`."""
+    return lambda state, batches: _replay_scan(step, state, batches, lambda batch: batch)
 
 
 def _stepped(step, metrics: Sequence[Metric]):
@@ -174,7 +209,7 @@ def _stepped(step, metrics: Sequence[Metric]):
 
 
 def make_step_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
-    """The per-step path: `run(state, data, epoch) -> (state, logs, train_metrics)`.
+    """The per-step path: `run(state, data, indices) -> (state, logs, train_metrics)`.
 
     The same batches, step and metrics as the fused epoch, one jit call per
     step driven from the host; the data stays on the device and each call
@@ -183,10 +218,9 @@ def make_step_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
     begin, advance, finish = _stepped(step, metrics)
     one = jax.jit(lambda carry, data, indices, i: advance(carry, i, take(data, indices[i])),
                   donate_argnums=0)
-    order = jax.jit(lambda key, epoch, n: batch_indices(key, epoch, n, batch_size), static_argnums=2)
 
-    def run(state, data, epoch):
-        indices = order(data_key(state), epoch, num_examples(data))
+    def run(state, data, indices):
+        indices = jnp.asarray(indices)
         carry = begin(state, take(data, indices[0]), indices.shape[0], batch_size)
         for i in range(indices.shape[0]):
             carry = one(carry, data, indices, i)

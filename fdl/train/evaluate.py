@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,8 @@ from fdl.nn.core import Layer, batched
 from fdl.objectives import PREDICTIONS
 from fdl.train.step import Loss
 
-__all__ = ["DEFAULT_EVAL_BATCH_SIZE", "Evaluator", "padded_batches"]
+__all__ = ["DEFAULT_EVAL_BATCH_SIZE", "Evaluator", "StagedSplit", "to_floats", "padded_batches", "objective_log_names",
+           "objective_sums", "make_objective_accumulate"]
 
 DEFAULT_EVAL_BATCH_SIZE = 512
 
@@ -40,6 +41,74 @@ def padded_batches(x, y, batch_size: int):
         rows = np.concatenate([np.arange(start, stop), np.zeros(batch_size - (stop - start), int)])
         mask = np.arange(batch_size) < stop - start
         yield x[rows], (None if y is None else y[rows]), mask
+
+
+def objective_log_names(model: Layer, objective, params, model_state, batch) -> list[str]:
+    """["loss", *the objective's log names] in eval mode, read off a trace (nothing runs)."""
+    eval_apply = functools.partial(batched(model), train=False)
+    _, (_, logs) = jax.eval_shape(lambda p, s, b: objective(eval_apply, p, s, b, None),
+                                  params, model_state, batch)
+    return ["loss", *(k for k in logs if k != PREDICTIONS)]
+
+
+def objective_sums(names: Sequence[str], metrics: Sequence[Metric], capacity: int) -> dict:
+    """The empty accumulator of `make_objective_accumulate`: a count, a sum per name, each metric's."""
+    return {"count": jnp.zeros((), jnp.int32), **{k: jnp.zeros((), jnp.float32) for k in names},
+            **{m.name: m.init(capacity) for m in metrics}}
+
+
+def make_objective_accumulate(model: Layer, objective, metrics: Sequence[Metric] = ()):
+    """`accumulate(params, model_state, acc, batch) -> acc`: one batch of an objective, eval mode.
+
+    Adds the batch's objective value and logs, each weighted by the batch's size,
+    to the sums of `acc` (`objective_sums`), and its predictions to the metrics;
+    sum / count is then the mean over examples. Pure: `Evaluator` jits it per
+    batch, a population scans it over each member's batches.
+    """
+    eval_apply = functools.partial(batched(model), train=False)
+
+    def accumulate(params, model_state, acc, batch):
+        value, (_, logs) = objective(eval_apply, params, model_state, batch, None)
+        logs = dict(logs)
+        predictions = logs.pop(PREDICTIONS, None)
+        size = jax.tree.leaves(batch)[0].shape[0]
+        acc = dict(acc, count=acc["count"] + size)
+        for name, log in {"loss": value, **logs}.items():
+            acc[name] = acc[name] + size * log
+        if metrics:
+            if predictions is None:
+                raise ValueError(f"metrics [{', '.join(m.name for m in metrics)}]: the objective "
+                                 "gives no predictions to measure — pass metrics=[]")
+            outputs, targets = predictions
+            mask = jnp.ones(size, bool)
+            for metric in metrics:
+                acc[metric.name] = metric.update(acc[metric.name], outputs, targets, mask)
+        return acc
+
+    return accumulate
+
+
+def _capacity(n: int) -> int:
+    """The power of two >= n: the size of the buffers of metrics that keep every score (roc_auc)."""
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+def to_floats(scores: dict) -> dict:
+    """Scores read from the device as Python floats (0-d) or numpy arrays (per-class metrics)."""
+    return {name: float(value) if np.ndim(value) == 0 else np.asarray(value) for name, value in scores.items()}
+
+
+class StagedSplit(NamedTuple):
+    """A split on the device in an Evaluator's batches (`Evaluator.stage`).
+
+    batches: for a loss, (x, y, mask) stacked (num_batches, batch_size, ...) with the
+      last batch padded (y None without targets); for an objective, (full batches
+      stacked or None, the last partial batch or None).
+    capacity: the metric buffers' size (static).
+    """
+
+    batches: Any
+    capacity: int
 
 
 class Evaluator:
@@ -70,11 +139,13 @@ class Evaluator:
         self.objective = objective
         apply = batched(model)
         if objective is not None:
-            self._objective_step = jax.jit(self._objective_batch, donate_argnums=2)
+            self._objective_step = jax.jit(make_objective_accumulate(model, objective, self.metrics),
+                                           donate_argnums=2)
             self._log_names: dict = {}  # batch shapes -> the objective's log names, traced once
         self._outputs = jax.jit(lambda params, model_state, x: apply(params, model_state, x, train=False)[0])
         self._step = jax.jit(self._eval_step, donate_argnums=2)
         self._finish = jax.jit(self._results)
+        self._staged = jax.jit(self._evaluate_staged, static_argnums=2)
 
     def _eval_step(self, params, model_state, acc, x, y, mask):
         outputs, _ = batched(self.model)(params, model_state, x, train=False)
@@ -86,50 +157,79 @@ class Evaluator:
             acc[metric.name] = metric.update(acc[metric.name], outputs, y, mask)
         return acc
 
-    def _objective_batch(self, params, model_state, acc, batch):
-        """Adds one batch's objective value and logs, weighted by its size, to the sums."""
-        eval_apply = functools.partial(batched(self.model), train=False)
-        value, (_, logs) = self.objective(eval_apply, params, model_state, batch, None)
-        logs = dict(logs)
-        predictions = logs.pop(PREDICTIONS, None)
-        size = jax.tree.leaves(batch)[0].shape[0]
-        acc = dict(acc, count=acc["count"] + size)
-        for name, log in {"loss": value, **logs}.items():
-            acc[name] = acc[name] + size * log
-        if self.metrics:
-            if predictions is None:
-                raise ValueError(f"metrics [{', '.join(m.name for m in self.metrics)}]: the objective "
-                                 "gives no predictions to measure — pass metrics=[]")
-            outputs, targets = predictions
-            mask = jnp.ones(size, bool)
-            for metric in self.metrics:
-                acc[metric.name] = metric.update(acc[metric.name], outputs, targets, mask)
-        return acc
+    def _objective_names(self, params, model_state, batch) -> list[str]:
+        """["loss", *the objective's logs] for batches shaped like `batch`, traced once per shape."""
+        signature = (jax.tree.structure(batch),
+                     tuple((leaf.shape, str(leaf.dtype)) for leaf in jax.tree.leaves(batch)))
+        if signature not in self._log_names:
+            self._log_names[signature] = objective_log_names(self.model, self.objective, params,
+                                                             model_state, batch)
+        return self._log_names[signature]
+
+    def _empty(self, names, capacity: int) -> dict:
+        """The accumulator of a split: a count, the loss sum (or the objective's sums), each metric's."""
+        if self.objective is not None:
+            return objective_sums(names, self.metrics, capacity)
+        return {"count": jnp.zeros((), jnp.int32), "loss_sum": jnp.zeros((), jnp.float32),
+                **{m.name: m.init(capacity) for m in self.metrics}}
+
+    def _objective_results(self, acc, names) -> dict:
+        return {**{k: acc[k] / acc["count"] for k in names},
+                **{m.name: m.compute(acc[m.name]) for m in self.metrics}}
 
     def _evaluate_objective(self, params, model_state, data) -> dict:
         """Mean objective value and logs over every example (the last batch at its own size)."""
         n = jax.tree.leaves(data)[0].shape[0]
         batches = [jax.tree.map(lambda a: a[start:start + self.batch_size], data)
                    for start in range(0, n, self.batch_size)]
-        signature = (jax.tree.structure(batches[0]),
-                     tuple((leaf.shape, str(leaf.dtype)) for leaf in jax.tree.leaves(batches[0])))
-        if signature not in self._log_names:
-            eval_apply = functools.partial(batched(self.model), train=False)
-            _, (_, logs) = jax.eval_shape(lambda b: self.objective(eval_apply, params, model_state, b, None),
-                                          batches[0])
-            self._log_names[signature] = ["loss", *(k for k in logs if k != PREDICTIONS)]
-        names = self._log_names[signature]
-        capacity = 1 << max(0, math.ceil(math.log2(n)))
-        acc = {"count": jnp.zeros((), jnp.int32), **{k: jnp.zeros((), jnp.float32) for k in names},
-               **{m.name: m.init(capacity) for m in self.metrics}}
+        names = self._objective_names(params, model_state, batches[0])
+        acc = self._empty(names, _capacity(n))
         for batch in batches:
             acc = self._objective_step(params, model_state, acc, batch)
-        acc = jax.device_get(acc)
-        results = {k: float(acc[k] / acc["count"]) for k in names}
-        for metric in self.metrics:
-            value = np.asarray(metric.compute(acc[metric.name]))
-            results[metric.name] = float(value) if value.ndim == 0 else value
-        return results
+        results = to_floats(self._objective_results(jax.device_get(acc), names))  # device_get sorts the keys
+        return {name: results[name] for name in [*names, *(m.name for m in self.metrics)]}
+
+    def stage(self, x, y=None) -> "StagedSplit":
+        """A split cut into this evaluator's batches and put on the device once, for
+        `evaluate_staged` (a split evaluated after every epoch). Arguments as in `evaluate`."""
+        if self.objective is not None:
+            n = jax.tree.leaves(x)[0].shape[0]
+            full = n // self.batch_size * self.batch_size
+            stacked = None if full == 0 else jax.tree.map(
+                lambda a: np.asarray(a)[:full].reshape(-1, self.batch_size, *a.shape[1:]), x)
+            remainder = None if full == n else jax.tree.map(lambda a: np.asarray(a)[full:], x)
+            return StagedSplit(jax.device_put((stacked, remainder)), _capacity(n))
+        parts = list(padded_batches(np.asarray(x), None if y is None else np.asarray(y), self.batch_size))
+        stacked = tuple(None if parts[0][i] is None else np.stack([part[i] for part in parts]) for i in range(3))
+        return StagedSplit(jax.device_put(stacked), _capacity(len(parts) * self.batch_size))
+
+    def evaluate_staged(self, params, model_state, staged: "StagedSplit") -> dict:
+        """`evaluate` of a staged split as ONE compiled call that returns device arrays without waiting.
+
+        The caller reads them when it needs them (`jax.device_get`, then `to_floats`),
+        so a training loop dispatches validation right behind the epoch.
+        """
+        return self._staged(params, model_state, staged.capacity, staged.batches)
+
+    def _evaluate_staged(self, params, model_state, capacity: int, batches) -> dict:
+        if self.objective is not None:
+            stacked, remainder = batches
+            example = remainder if stacked is None else jax.tree.map(lambda a: a[0], stacked)
+            names = self._objective_names(params, model_state, example)
+            accumulate = make_objective_accumulate(self.model, self.objective, self.metrics)
+            acc = self._empty(names, capacity)
+            if stacked is not None:
+                acc, _ = jax.lax.scan(lambda acc, batch: (accumulate(params, model_state, acc, batch), None),
+                                      acc, stacked)
+            if remainder is not None:
+                acc = accumulate(params, model_state, acc, remainder)
+            return self._objective_results(acc, names)
+        x, y, mask = batches
+        acc = self._empty((), capacity)
+        acc, _ = jax.lax.scan(lambda acc, batch: (self._eval_step(params, model_state, acc, *batch), None),
+                              acc, (x, y, mask))
+        results = self._results(acc)
+        return results if self.loss is not None else {k: v for k, v in results.items() if k != "loss"}
 
     def _results(self, acc):
         return {"loss": acc["loss_sum"] / acc["count"],
@@ -150,17 +250,12 @@ class Evaluator:
             return self._evaluate_objective(params, model_state, x)
         # Metrics that keep every score (roc_auc) get a power-of-two buffer, so splits
         # of different sizes share one compiled step.
-        capacity = 1 << max(0, math.ceil(math.log2(x.shape[0])))
-        acc = {"count": jnp.zeros((), jnp.int32), "loss_sum": jnp.zeros((), jnp.float32),
-               **{m.name: m.init(capacity) for m in self.metrics}}
+        acc = self._empty((), _capacity(x.shape[0]))
         for xb, yb, mask in padded_batches(x, y, self.batch_size):
             acc = self._step(params, model_state, acc, xb, yb, mask)
-        acc = jax.device_get(self._finish(acc))
-        results = {"loss": float(acc.pop("loss"))} if self.loss is not None else {}
-        for name, value in acc.items():
-            value = np.asarray(value)
-            results[name] = float(value) if value.ndim == 0 else value
-        return results
+        results = to_floats(jax.device_get(self._finish(acc)))  # device_get sorts the keys
+        names = (["loss"] if self.loss is not None else []) + [m.name for m in self.metrics]
+        return {name: results[name] for name in names}
 
     def predict(self, params, model_state, x) -> np.ndarray:
         """Model outputs for every row of x (n, *input_shape), in eval mode, as numpy.

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import optax
 
+from fdl.compilation import CompileClock, use_compilation_cache
 from fdl.data.dataset import as_arrays, as_examples
 from fdl.data.stream import NpyStream
 from fdl.io import to_python
@@ -23,7 +24,7 @@ from fdl.nn.summary import output_shape
 from fdl.optim import make_optimizer
 from fdl.train.callbacks import ProgressBar, Run, as_callback
 from fdl.train.checks import check_data, check_example_tree, check_positive_int
-from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator
+from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator, to_floats
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_custom_step, make_train_step
@@ -35,7 +36,18 @@ __all__ = [
 
 
 class History(list):
-    """Per-epoch logs (a list of dicts); `history["val_loss"]` gives one key across epochs."""
+    """Per-epoch logs (a list of dicts); `history["val_loss"]` gives one key across epochs.
+
+    `history.timing` (seconds): first_step_s, from the call of `fit` to the first
+    epoch's program starting (checks, initialization, compiling); compile_s,
+    tracing and compiling (or loading from the compilation cache) during fit;
+    callbacks_s, the host's time in callbacks (it overlaps the next epoch's
+    training); fit_s, the whole call.
+    """
+
+    def __init__(self, *rows):
+        super().__init__(*rows)
+        self.timing: dict[str, float] = {}
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -184,6 +196,8 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
     Raises:
       NonFiniteLossError: a step's loss was NaN/Inf; `.state` is the last finite state.
     """
+    started = time.perf_counter()
+    use_compilation_cache()
     if val is None and hasattr(train, "val") and getattr(train, "val") is not None:
         val = train.val
     stream = train if isinstance(train, NpyStream) else None
@@ -223,40 +237,63 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
         run_epoch, replay_epoch = host_epochs(train_step, batch_size, metric_list, data, stream)
     else:
         raise ValueError(f"fit: placement must be 'auto', 'device' or 'host', got {placement!r}")
-    # Owned by this run: one compiled validation program for every epoch.
-    evaluator = None if val_data is None else Evaluator(
-        model, loss=loss_fn, objective=objective, metrics=metric_list, batch_size=eval_batch_size)
+    # Owned by this run: one compiled validation program for every epoch, its split staged once.
+    evaluator = staged_val = None
+    if val_data is not None:
+        evaluator = Evaluator(model, loss=loss_fn, objective=objective, metrics=metric_list,
+                              batch_size=eval_batch_size)
+        staged_val = evaluator.stage(*(val_data if supervised_path else (val_data,)))
+
+    def dispatch(state: TrainState, epoch: int):
+        """The epoch and its validation, queued on the device; nothing waits for them here."""
+        new_state, summary = run_epoch(state, epoch)
+        scores = None if evaluator is None else evaluator.evaluate_staged(
+            new_state.params, new_state.model_state, staged_val)
+        return new_state, summary, scores
 
     run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch,
               history=History())
     handlers = [ProgressBar(verbose)] + [as_callback(c) for c in callbacks]
     for handler in handlers:
         handler.on_train_begin(run)
+    clock, host_seconds = CompileClock(), 0.0
     try:
-        for epoch in range(int(run.state.step) // steps_per_epoch, epochs):
-            start = time.perf_counter()
-            new_state, summary = run_epoch(run.state, epoch)
-            summary = jax.device_get(summary)
+        epoch = int(run.state.step) // steps_per_epoch
+        pending = dispatch(run.state, epoch) if epoch < epochs else None
+        run.history.timing["first_step_s"] = time.perf_counter() - started
+        arrived = time.perf_counter()
+        while pending is not None:
+            new_state, summary, scores = pending
+            # The next epoch is queued before this one's logs are read, so the device
+            # trains while the host runs the callbacks. It starts from this epoch's
+            # state; if a callback changes the state (a new learning rate) or stops,
+            # it is dropped and the numbers are those of waiting.
+            ahead = dispatch(new_state, epoch + 1) if epoch + 1 < epochs else None
+            summary, scores = jax.device_get((summary, scores))  # the epoch's one read
+            seconds, arrived = time.perf_counter() - arrived, time.perf_counter()
             if not summary.pop("finite"):
                 good_state, bad = replay_epoch(run.state, epoch)
                 raise NonFiniteLossError(epoch + 1, int(bad) + 1, int(good_state.step) + 1, good_state,
                                          run.history)
-            seconds = time.perf_counter() - start
             run.state = new_state
             logs = {"epoch": epoch + 1, **to_python(summary)}
-            if evaluator is not None:
-                scores = evaluator.evaluate(new_state.params, new_state.model_state, *(
-                    val_data if supervised_path else (val_data,)))
-                logs.update({f"val_{k}": v for k, v in scores.items()})
+            if scores is not None:
+                logs.update({f"val_{k}": v for k, v in to_floats(scores).items()})
             logs.update(time_s=seconds, steps_per_s=steps_per_epoch / seconds)
             run.history.append(logs)
             for handler in handlers:
                 handler.on_epoch_end(run, epoch + 1, logs)
-            if run.stop_training:
+            host_seconds += time.perf_counter() - arrived
+            epoch += 1
+            if run.stop_training or epoch >= epochs:
                 break
+            pending = ahead if run.state is new_state else dispatch(run.state, epoch)
     finally:
         for handler in handlers:
             handler.on_train_end(run)
+        run.history.timing.update(compile_s=clock.seconds(), callbacks_s=host_seconds,
+                                  fit_s=time.perf_counter() - started)
+        clock.close()
     return run.state, run.history
 
 

@@ -1,20 +1,28 @@
 """`TrainState`: everything a training run carries from step to step."""
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from flax import struct
 
 from fdl.typing import Params, State
 
 
-__all__ = ["TrainState", "init_train_state", "step_key", "DATA_ORDER_STREAM", "data_key"]
+__all__ = ["TrainState", "init_train_state", "step_key", "data_key"]
 
 
-@struct.dataclass
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainState:
-    """A pytree; a run is a pure function of it and the data.
+    """A pytree (every field a child); a run is a pure function of it and the data.
+
+    A frozen dataclass registered with `jax.tree_util.register_dataclass` (what
+    `flax.struct.dataclass` does, without importing flax at `import fdl`);
+    `state.replace(step=...)` returns a changed copy.
 
     Attributes:
       params: trainable arrays (the only thing the optimizer sees).
@@ -31,6 +39,10 @@ class TrainState:
     step: jax.Array
     rng: jax.Array
 
+    def replace(self, **changes) -> "TrainState":
+        """A copy with `changes` (field name -> new value)."""
+        return dataclasses.replace(self, **changes)
+
 
 def init_train_state(model, input_shape, optimizer, seed: int | jax.Array) -> TrainState:
     """Initializes params from `seed` and the optimizer state from the params.
@@ -40,6 +52,10 @@ def init_train_state(model, input_shape, optimizer, seed: int | jax.Array) -> Tr
     then `params`, `model_state` and `opt_state` are dicts by model name, model
     i initialized from `fold_in(init key, i)` in key order. A custom step
     (`fit(step=...)`) updates each with its own optimizer.
+
+    The whole initialization is one compiled program, not the model's `init`
+    op by op (a second process loads it from the compilation cache, see
+    fdl.compilation).
 
     Args:
       model: the Layer to train, or a dict name -> Layer.
@@ -51,21 +67,36 @@ def init_train_state(model, input_shape, optimizer, seed: int | jax.Array) -> Tr
     Raises:
       ValueError: dicts whose keys differ (names the missing model).
     """
-    root = jax.random.PRNGKey(seed)
-    init_key, run_key = jax.random.split(root)
     if isinstance(model, dict):
         for name, given in (("input_shape", input_shape), ("optimizer", optimizer)):
             if not isinstance(given, dict) or set(given) != set(model):
                 raise ValueError(f"{name}: with several models give a dict with one entry per model "
                                  f"{sorted(model)}, got {sorted(given) if isinstance(given, dict) else given!r}")
-        params, model_state, opt_state = {}, {}, {}
-        for index, name in enumerate(sorted(model)):
-            _, params[name], model_state[name] = model[name].init(jax.random.fold_in(init_key, index),
-                                                                  tuple(input_shape[name]))
-            opt_state[name] = optimizer[name].init(params[name])
+        names = tuple(sorted(model))
+        pieces = tuple((model[n], tuple(input_shape[n]), optimizer[n]) for n in names)
     else:
-        _, params, model_state = model.init(init_key, tuple(input_shape))
-        opt_state = optimizer.init(params)
+        names, pieces = None, ((model, tuple(input_shape), optimizer),)
+    seed = seed if isinstance(seed, jax.Array) else np.int32(seed)  # a host int: no eager conversion
+    return jax.jit(functools.partial(_initialize, names, pieces))(seed)
+
+
+def _initialize(names, pieces, seed) -> TrainState:
+    """The whole initialization, traced as one program.
+
+    names: None for one model, else the sorted model names; pieces: one
+    (model, input_shape, optimizer) per model in that order.
+    """
+    init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
+    params, model_state, opt_state = {}, {}, {}
+    for index, (model, input_shape, optimizer) in enumerate(pieces):
+        key = init_key if names is None else jax.random.fold_in(init_key, index)
+        _, params[index], model_state[index] = model.init(key, input_shape)
+        opt_state[index] = optimizer.init(params[index])
+    if names is None:
+        params, model_state, opt_state = params[0], model_state[0], opt_state[0]
+    else:
+        params, model_state, opt_state = ({name: part[i] for i, name in enumerate(names)}
+                                          for part in (params, model_state, opt_state))
     return TrainState(params=params, model_state=model_state, opt_state=opt_state,
                       step=jnp.zeros((), jnp.int32), rng=run_key)
 
@@ -75,9 +106,7 @@ def step_key(state: TrainState) -> jax.Array:
     return jax.random.fold_in(state.rng, state.step)
 
 
-DATA_ORDER_STREAM = 0x0DA7A
-
-
 def data_key(state: TrainState) -> jax.Array:
-    """The key from which every epoch's example order is drawn."""
-    return jax.random.fold_in(state.rng, DATA_ORDER_STREAM)
+    """The key from which every epoch's example order is drawn on the host (`fdl.data.batch_indices`):
+    the run's key, which the order mixes with its own stream (`fdl.data.order.DATA_ORDER_STREAM`)."""
+    return state.rng

@@ -5,6 +5,8 @@ other than its default, `fdl train` and a one-member `fdl sweep` of the same
 config and seed end with the same test scores, epochs and learning rate — or
 the sweep refuses the key by name.
 """
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,7 @@ HONOURED = {
     # A sweep writes no checkpoints; best.yaml carries these keys to the `fdl train` of the best point.
     "callbacks.checkpoint.monitor": ["callbacks.checkpoint.monitor=val_accuracy"],
     "callbacks.checkpoint.mode": ["callbacks.checkpoint.mode=max"],
+    "callbacks.checkpoint.every": ["callbacks.checkpoint.every=2"],
 }
 REFUSED = {
     "training.fused": ["training.fused=false"],
@@ -103,7 +106,36 @@ def test_a_sweep_refuses_what_a_population_cannot_honour_by_name(configs, tmp_pa
         run_sweep(configs / "sweep.yaml", overrides=REFUSED[key], out_dir=tmp_path / "sweep", verbose=0)
 
 
-def test_a_sweep_refuses_an_objective_section_by_name(configs, tmp_path):
-    with pytest.raises(ConfigError, match=r"^objective: a sweep trains populations on a per-example loss"):
-        run_sweep(configs / "sweep.yaml", overrides=["objective.name=supervised"], out_dir=tmp_path / "s",
-                  verbose=0)
+# configs/vae.yaml (vae_elbo on the (x, y) Splits, labels unused), shrunk to a few steps; eval batches
+# of 20 divide every split (180, 20, 1000), so one evaluation program serves them all.
+VAE_SWEEP = """
+defaults: {root}/configs/vae.yaml
+sweep: {{seeds: 1}}
+"""
+VAE_SMALL = ["seed=3", "data.limit_train=200", "model.args.latent=2", "model.args.hidden=[16]",
+             "training.epochs=2", "training.batch_size=50", "training.eval_batch_size=20", "training.verbose=0",
+             "output.plots=false", "output.tensorboard=false"]
+
+
+def test_a_one_member_sweep_of_an_objective_config_equals_fdl_train(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[2]
+    (tmp_path / "sweep.yaml").write_text(VAE_SWEEP.format(root=root))
+    trained = train_from_config(load_config(root / "configs" / "vae.yaml",
+                                            VAE_SMALL + [f"output.dir={tmp_path / 'run'}"]))
+    swept = run_sweep(tmp_path / "sweep.yaml", overrides=VAE_SMALL, out_dir=tmp_path / "sweep", verbose=0)
+    (row,), history = swept.rows, trained.history
+    assert row["epochs"] == len(history) == 2
+    for name in ("loss", "reconstruction", "kl"):  # the objective's logs, averaged per epoch, and val's
+        np.testing.assert_allclose([row[f"final_{name}"], row[f"final_val_{name}"], row[f"test_{name}"]],
+                                   [history[-1][name], history[-1][f"val_{name}"], trained.summary["test"][name]],
+                                   rtol=1e-5, err_msg=name)
+
+
+def test_a_sweep_refuses_a_sample_section_by_name():
+    from omegaconf import OmegaConf
+
+    from fdl.config import ConfigError
+    from fdl.config.arguments import check_population_keys
+    config = OmegaConf.create({"training": {"fused": True}, "sample": {"prompt": "The ", "length": 8}})
+    with pytest.raises(ConfigError, match=r"^sample: a sweep writes no samples — remove the section"):
+        check_population_keys(config)

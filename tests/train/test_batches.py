@@ -140,7 +140,7 @@ def test_reconstruction_on_a_bare_array_equals_a_hand_written_scan_over_batch_in
     start = fdl.init_train_state(model, (6,), optimizer, SEED)  # fit's initial params, its data key
 
     @jax.jit
-    def hand_epoch(params, opt_state, epoch):
+    def hand_epoch(params, opt_state, indices):
         def body(carry, rows):
             params, opt_state = carry
             batch = take(x, rows)
@@ -149,12 +149,12 @@ def test_reconstruction_on_a_bare_array_equals_a_hand_written_scan_over_batch_in
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        indices = batch_indices(data_key(start), epoch, x.shape[0], batch_size)
         return jax.lax.scan(body, (params, opt_state), indices)
 
     params, opt_state, epoch_losses = start.params, start.opt_state, []
     for epoch in range(epochs):
-        (params, opt_state), losses = hand_epoch(params, opt_state, epoch)
+        indices = batch_indices(data_key(start), epoch, x.shape[0], batch_size)  # drawn on the host
+        (params, opt_state), losses = hand_epoch(params, opt_state, indices)
         epoch_losses.append(float(jnp.mean(losses)))
     chex.assert_trees_all_close(state.params, params, **TOLERANCE)
     np.testing.assert_allclose(history["loss"], epoch_losses, rtol=1e-5)

@@ -6,8 +6,8 @@ import optax
 import pytest
 
 from fdl import losses, nn
+from fdl.data import validate
 from fdl.nn.core import Layer
-from fdl.train import checks
 from fdl.train.checks import (check_data, check_examples, check_model_input, check_positive_int,
                               check_targets, loss_name)
 from fdl.train.state import init_train_state
@@ -115,7 +115,7 @@ def test_non_finite_feature_names_example_and_feature_index(bad, name):
 
 
 def test_non_finite_scan_finds_a_value_in_a_later_block(monkeypatch):
-    monkeypatch.setattr(checks, "_CHUNK_VALUES", 8)  # 2 rows of 4 values per block
+    monkeypatch.setattr(validate, "_CHUNK_VALUES", 8)  # 2 rows of 4 values per block (the scan is fdl.data's)
     x = _x(9)
     x[7, 1] = np.nan
     with pytest.raises(ValueError, match=r"train: x\[7\] holds nan at feature index \(1,\)"):

@@ -44,7 +44,11 @@ class Engine:
         self.start = fdl.init_train_state(model, (5,), optimizer, 0)
         self.jitted_step = jax.jit(self.step)
         self.fused = jax.jit(make_train_epoch(self.step, BATCH_SIZE, METRICS))
-        self.replay = jax.jit(make_replay_epoch(self.step, BATCH_SIZE))
+        self.replay = jax.jit(make_replay_epoch(self.step))
+
+    def rows(self, epoch=EPOCH):
+        """The epoch's batch indices, drawn on the host from the start state's data key."""
+        return batch_indices(data_key(self.start), epoch, N, BATCH_SIZE)
 
     def hand_loop(self, x, y, epoch=EPOCH, stop=None):
         """The reference: one jitted step per row of `batch_indices`, in order, up to batch `stop`."""
@@ -65,7 +69,7 @@ def engine():
 @pytest.fixture(scope="module")
 def fused_epoch(engine):
     """(state, logs, train metrics) of the fused epoch EPOCH on data()."""
-    return engine.fused(engine.start, data(), EPOCH)
+    return engine.fused(engine.start, data(), engine.rows())
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +96,7 @@ def test_fused_epoch_equals_a_python_loop_over_batch_indices(fused_epoch, refere
 
 def test_another_epoch_number_takes_another_order(engine, fused_epoch):
     x, y = data()
-    _, logs_2, _ = engine.fused(engine.start, (x, y), 2)
+    _, logs_2, _ = engine.fused(engine.start, (x, y), engine.rows(2))
     np.testing.assert_allclose(logs_2["loss"], engine.hand_loop(x, y, epoch=2)[1], rtol=RTOL)
     assert not np.allclose(fused_epoch[1]["loss"], logs_2["loss"])
 
@@ -103,7 +107,7 @@ def test_step_and_host_epochs_give_the_fused_epochs_params_and_spare_the_start_s
     kept = jax.tree.map(np.array, start)
     fused, fused_logs, _ = fused_epoch
     stepped, stepped_logs, stepped_metrics = make_step_epoch(step, BATCH_SIZE)(
-        start, (jnp.asarray(x), jnp.asarray(y)), EPOCH)
+        start, (jnp.asarray(x), jnp.asarray(y)), engine.rows())
     hosted, hosted_logs, hosted_metrics = make_host_epoch(step, BATCH_SIZE)(
         start, host_batches(start, (x, y), EPOCH, BATCH_SIZE), N // BATCH_SIZE)
     for state, logs in ((stepped, stepped_logs), (hosted, hosted_logs)):
@@ -137,7 +141,7 @@ def poisoned(start, x, bad_batches):
 def test_replay_finds_the_first_failing_step_and_keeps_the_state_before_it(engine):
     x, y = data()
     x = poisoned(engine.start, x, bad_batches=[3, 5])
-    state, failed = engine.replay(engine.start, (x, y), EPOCH)
+    state, failed = engine.replay(engine.start, (x, y), engine.rows())
     assert int(failed) == 3
     expected, _, _, _ = engine.hand_loop(x, y, stop=3)
     assert int(state.step) == 3
@@ -150,7 +154,7 @@ def test_replay_finds_the_first_failing_step_and_keeps_the_state_before_it(engin
 
 
 def test_replay_of_a_finite_epoch_reports_no_failure_and_trains_like_the_fused_epoch(engine, fused_epoch):
-    state, failed = engine.replay(engine.start, data(), EPOCH)
+    state, failed = engine.replay(engine.start, data(), engine.rows())
     assert int(failed) == -1
     assert_trees_close(state.params, fused_epoch[0].params)
 

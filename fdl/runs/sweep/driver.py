@@ -102,8 +102,9 @@ class TrialTrainer:
             settings = arguments.population_arguments()
             population = Population(arguments.model, strategy=self.spec.strategy,
                                     max_members=self.spec.max_members,
-                                    **{k: settings[k] for k in ("loss", "optimizer", "batch_size", "metrics",
-                                                                "augment", "eval_batch_size")})
+                                    **{k: settings[k] for k in ("loss", "objective", "optimizer", "batch_size",
+                                                                "metrics", "augment", "eval_batch_size")
+                                       if k in settings})
             self._programs[program_key] = arguments, population
         return self._programs[program_key]
 
@@ -118,12 +119,13 @@ class TrialTrainer:
                   f"{[t.number for t in trials]}", flush=True)
         result = population.train(
             dataset.train, dataset.val, members=group.members, epochs=settings["epochs"],
-            callbacks=settings["callbacks"], monitor=spec.monitor, mode=spec.mode,
+            input_shape=settings["input_shape"], callbacks=settings["callbacks"], monitor=spec.monitor,
+            mode=spec.mode,
             on_epoch_end=_pruning(trials, owners, spec.monitor) if spec.method == "optuna" else None,
             verbose=settings["verbose"] if self.verbose else 0)
         # result.states are what `fdl train` ends with for each member (its callbacks applied).
-        tests = population.evaluate(result.states, dataset.test) if dataset.test is not None \
-            else [{} for _ in group.members]
+        tests = population.evaluate(result.states, dataset.test, input_shape=settings["input_shape"]) \
+            if dataset.test is not None else [{} for _ in group.members]
         for t, (trial, point) in enumerate(zip(trials, points)):
             mine = [m for m, owner in enumerate(owners) if owner == t]
             kept = [member_record(result, m, tests[m], group) for m in mine]
