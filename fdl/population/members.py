@@ -43,14 +43,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from fdl.data.dataset import as_arrays, as_examples
 from fdl.io import to_python
 from fdl.losses import get_loss
-from fdl.nn.core import Layer, batched
+from fdl.nn.core import Layer
 from fdl.objectives import Objective
 from fdl.optim import current_learning_rate, get_hyperparameter, make_optimizer, set_hyperparameter
 from fdl.train.callbacks import Callback, Monitor
 from fdl.train.checks import check_data, check_example_tree, check_positive_int
 from fdl.data.order import batch_indices
 from fdl.train.epoch import make_train_epoch, num_examples
-from fdl.train.evaluate import make_objective_accumulate, objective_log_names, objective_sums, padded_batches
+from fdl.train.evaluate import Evaluator
 # The input shape a batch shows (x of a tuple, a bare array) is fit's, so a member inits as fit does.
 from fdl.train.fit import _default_input_shape, metrics_for
 from fdl.train.state import TrainState, data_key, init_train_state
@@ -133,62 +133,9 @@ def _base_optimizer(members: Sequence[MemberSpec], optimizer: dict) -> dict:
     return base
 
 
-def _make_member_evaluation(model: Layer, loss, metrics):
-    apply = batched(model)
-
-    def evaluate(state: TrainState, batches):
-        """Loss and metrics of one member over padded batches (xs, ys, masks): (num_batches, B, ...)."""
-
-        def body(acc, batch):
-            x, y, mask = batch
-            outputs, _ = apply(state.params, state.model_state, x, train=False)
-            losses = jax.vmap(loss)(outputs, y)
-            acc = dict(acc, loss_sum=acc["loss_sum"] + jnp.sum(jnp.where(mask, losses, 0.0)),
-                       count=acc["count"] + jnp.sum(mask))
-            for metric in metrics:
-                acc[metric.name] = metric.update(acc[metric.name], outputs, y, mask)
-            return acc, None
-
-        xs = batches[0]
-        total = xs.shape[0] * xs.shape[1]
-        init = {"loss_sum": jnp.zeros(()), "count": jnp.zeros((), jnp.int32),
-                **{m.name: m.init(total) for m in metrics}}
-        acc, _ = jax.lax.scan(body, init, batches)
-        return {"loss": acc["loss_sum"] / acc["count"],
-                **{m.name: m.compute(acc[m.name]) for m in metrics}}
-
-    return evaluate
-
-
-def _make_member_objective_evaluation(model: Layer, objective: Objective, metrics):
-    """`evaluate(state, (full, rest)) -> scores`: `fdl.Evaluator`'s objective scores of one member.
-
-    The same batches as the Evaluator (`_objective_batches`), accumulated by the
-    same `make_objective_accumulate`, scanned over the full ones.
-    """
-    accumulate = make_objective_accumulate(model, objective, metrics)
-
-    def evaluate(state: TrainState, batches):
-        full, rest = batches
-        params, model_state = state.params, state.model_state
-        example = rest if full is None else jax.tree.map(lambda a: a[0], full)
-        names = objective_log_names(model, objective, params, model_state, example)
-        n = (0 if full is None else num_examples(full) * num_examples(example)) + \
-            (0 if rest is None else num_examples(rest))
-        acc = objective_sums(names, metrics, n)
-        if full is not None:
-            acc, _ = jax.lax.scan(lambda acc, batch: (accumulate(params, model_state, acc, batch), None),
-                                  acc, full)
-        if rest is not None:
-            acc = accumulate(params, model_state, acc, rest)
-        return {**{k: acc[k] / acc["count"] for k in names},
-                **{m.name: m.compute(acc[m.name]) for m in metrics}}
-
-    return evaluate
-
-
 def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=(), augment=None,
-                          map_batch_size: int | None, validate: bool, objective: Objective | None = None):
+                          map_batch_size: int | None, evaluator: Evaluator | None,
+                          objective: Objective | None = None):
     """`epoch(states, active, data, indices, val) -> (states, logs, train_metrics, val_scores, lr)`.
 
     Every output has a leading population axis; `logs` maps "loss" and the
@@ -196,22 +143,21 @@ def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=()
     `active` is False keep their state. `data` is the training split, `(x, y)`
     for a `loss`, any pytree with an example axis for an `objective`
     (`loss` None); `indices` (population, steps, batch_size) int32 holds each
-    member's `fdl.data.batch_indices` of the epoch. `val` is None, or `(xs, ys, masks)` padded batches for a
-    loss, `(full, rest)` batches (`_objective_batches`) for an objective.
+    member's `fdl.data.batch_indices` of the epoch. `val` is None, or the
+    validation split staged by `evaluator` (`fdl.train.Evaluator.stage`), which
+    scores every member with `Evaluator.staged_scores`.
     """
     train_epoch = make_train_epoch(make_train_step(model, loss, tx, objective=objective, augment=augment),
                                    batch_size, metrics)
-    evaluate = None
-    if validate:
-        evaluate = (_make_member_evaluation(model, loss, metrics) if objective is None
-                    else _make_member_objective_evaluation(model, objective, metrics))
 
     def member(args, data, val):
         state, active, rows = args
 
         def train(state):
             new_state, logs, train_metrics = train_epoch(state, data, rows)
-            return new_state, logs, train_metrics, evaluate(new_state, val) if validate else {}
+            scores = {} if evaluator is None else evaluator.staged_scores(new_state.params, new_state.model_state,
+                                                                          val)
+            return new_state, logs, train_metrics, scores
 
         def skip(state):  # a stopped member: its state stays, its logs are zeros
             shapes = jax.eval_shape(train, state)
@@ -236,29 +182,6 @@ def _shard(epoch_fn, mesh: Mesh):
     pop, rep = PartitionSpec(AXIS), PartitionSpec()
     return jax.shard_map(epoch_fn, mesh=mesh, in_specs=(pop, pop, rep, pop, rep),
                          out_specs=pop, check_vma=False)
-
-
-def _stacked_batches(x, y, batch_size: int):
-    """A split as padded (num_batches, batch_size, ...) arrays plus the mask of real rows."""
-    parts = list(padded_batches(np.asarray(x), np.asarray(y), batch_size))
-    return tuple(jnp.asarray(np.stack(p)) for p in zip(*parts))
-
-
-def _objective_batches(data, batch_size: int):
-    """A split as the batches `fdl.train.Evaluator` cuts for an objective, on the device.
-
-    Returns:
-      (full, rest): the first `n // batch_size * batch_size` examples as
-      (n // batch_size, batch_size, ...) leaves (None when n < batch_size), and
-      the last `n % batch_size` as one batch of their own size (None when none).
-    """
-    data = jax.tree.map(np.asarray, data)
-    n = num_examples(data)
-    count, cut = n // batch_size, n // batch_size * batch_size
-    full = None if count == 0 else jax.tree.map(
-        lambda a: jnp.asarray(a[:cut].reshape(count, batch_size, *a.shape[1:])), data)
-    rest = None if cut == n else jax.tree.map(lambda a: jnp.asarray(a[cut:]), data)
-    return full, rest
 
 
 def _pad_members(members: list[MemberSpec], multiple: int) -> list[MemberSpec]:
@@ -420,11 +343,10 @@ class Population:
     def _metrics(self, input_shape):
         return metrics_for(self.model, input_shape, self.metric_names) if self.metric_names else ()
 
-    def _member_evaluation(self, input_shape):
-        metrics = self._metrics(input_shape)
-        if self.objective is None:
-            return _make_member_evaluation(self.model, self.loss, metrics)
-        return _make_member_objective_evaluation(self.model, self.objective, metrics)
+    def _evaluator(self, metrics=()) -> Evaluator:
+        """The Evaluator of the members' loss (or objective): it stages splits and scores each member."""
+        return Evaluator(self.model, loss=self.loss, objective=self.objective, metrics=metrics,
+                         batch_size=self.eval_batch_size)
 
     def _splits(self, train, val, input_shape):
         """(training data on the device, val batches or None, input shape), checked as `fit` checks them."""
@@ -435,7 +357,7 @@ class Population:
             if val is not None:
                 x_val, y_val = as_arrays(val, "val")
                 y_val = check_data("val", self.model, x_val, y_val, loss=self.loss, expected_shape=input_shape)[2]
-                val = _stacked_batches(x_val, y_val, self.eval_batch_size)
+                val = self._evaluator().stage(x_val, y_val)
         else:
             data = as_examples(train)
             check_example_tree("train", data)
@@ -443,7 +365,7 @@ class Population:
             if val is not None:
                 val = as_examples(val, "val")
                 check_example_tree("val", val)
-                val = _objective_batches(val, self.eval_batch_size)
+                val = self._evaluator().stage(val)
         return jax.tree.map(jnp.asarray, data), val, input_shape
 
     def _program(self, input_shape, base: dict, per_device: int, validate: bool):
@@ -453,10 +375,11 @@ class Population:
             tx = make_optimizer(**base)
             names = tuple(base["inject"])
             map_batch_size = _map_batch_size(self.strategy, per_device, self.max_members)
+            metrics = self._metrics(input_shape)
             epoch_fn = make_population_epoch(self.model, self.loss, tx, objective=self.objective,
-                                             batch_size=self.batch_size, metrics=self._metrics(input_shape),
-                                             augment=self.augment, map_batch_size=map_batch_size,
-                                             validate=validate)
+                                             batch_size=self.batch_size, metrics=metrics, augment=self.augment,
+                                             map_batch_size=map_batch_size,
+                                             evaluator=self._evaluator(metrics) if validate else None)
             if len(self.devices) > 1:
                 epoch_fn = _shard(epoch_fn, Mesh(np.asarray(self.devices), (AXIS,)))
 
@@ -567,17 +490,17 @@ class Population:
         if self.objective is None:
             x, y = as_arrays(data, "test")
             y = check_data("evaluate", self.model, x, y, loss=self.loss)[2]
-            input_shape, batches = tuple(x.shape[1:]), _stacked_batches(x, y, self.eval_batch_size)
+            input_shape, batches = tuple(x.shape[1:]), self._evaluator().stage(x, y)
         else:
             data = as_examples(data, "test")
             check_example_tree("evaluate", data)
             input_shape = _input_shape("evaluate", data, input_shape) if self.metric_names else None
-            batches = _objective_batches(data, self.eval_batch_size)
+            batches = self._evaluator().stage(data)
         key = ("evaluate", input_shape)
         if key not in self._programs:
-            evaluate = self._member_evaluation(input_shape)
-            self._programs[key] = jax.jit(
-                lambda states, batches: jax.lax.map(lambda m: evaluate(m, batches), states))
+            evaluator = self._evaluator(self._metrics(input_shape))
+            self._programs[key] = jax.jit(lambda states, batches: jax.lax.map(
+                lambda m: evaluator.staged_scores(m.params, m.model_state, batches), states))
         scores = jax.device_get(self._programs[key](states, batches))
         population = jax.tree.leaves(states)[0].shape[0]
         return [{k: to_python(v[i]) for k, v in scores.items()} for i in range(population)]

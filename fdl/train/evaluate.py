@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ from fdl.nn.core import Layer, batched
 from fdl.objectives import PREDICTIONS
 from fdl.train.step import Loss
 
-__all__ = ["DEFAULT_EVAL_BATCH_SIZE", "Evaluator", "StagedSplit", "to_floats", "padded_batches", "objective_log_names",
+__all__ = ["DEFAULT_EVAL_BATCH_SIZE", "Evaluator", "to_floats", "padded_batches", "objective_log_names",
            "objective_sums", "make_objective_accumulate"]
 
 DEFAULT_EVAL_BATCH_SIZE = 512
@@ -93,22 +93,15 @@ def _capacity(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
 
+def _stacked_size(stacked) -> int:
+    """num_batches * batch_size of batches stacked along a leading axis (any pytree)."""
+    leaf = jax.tree.leaves(stacked)[0]
+    return leaf.shape[0] * leaf.shape[1]
+
+
 def to_floats(scores: dict) -> dict:
     """Scores read from the device as Python floats (0-d) or numpy arrays (per-class metrics)."""
     return {name: float(value) if np.ndim(value) == 0 else np.asarray(value) for name, value in scores.items()}
-
-
-class StagedSplit(NamedTuple):
-    """A split on the device in an Evaluator's batches (`Evaluator.stage`).
-
-    batches: for a loss, (x, y, mask) stacked (num_batches, batch_size, ...) with the
-      last batch padded (y None without targets); for an objective, (full batches
-      stacked or None, the last partial batch or None).
-    capacity: the metric buffers' size (static).
-    """
-
-    batches: Any
-    capacity: int
 
 
 class Evaluator:
@@ -139,13 +132,13 @@ class Evaluator:
         self.objective = objective
         apply = batched(model)
         if objective is not None:
-            self._objective_step = jax.jit(make_objective_accumulate(model, objective, self.metrics),
-                                           donate_argnums=2)
+            self._accumulate = make_objective_accumulate(model, objective, self.metrics)
+            self._objective_step = jax.jit(self._accumulate, donate_argnums=2)
             self._log_names: dict = {}  # batch shapes -> the objective's log names, traced once
         self._outputs = jax.jit(lambda params, model_state, x: apply(params, model_state, x, train=False)[0])
         self._step = jax.jit(self._eval_step, donate_argnums=2)
         self._finish = jax.jit(self._results)
-        self._staged = jax.jit(self._evaluate_staged, static_argnums=2)
+        self._staged = jax.jit(self.staged_scores)
 
     def _eval_step(self, params, model_state, acc, x, y, mask):
         outputs, _ = batched(self.model)(params, model_state, x, train=False)
@@ -189,45 +182,52 @@ class Evaluator:
         results = to_floats(self._objective_results(jax.device_get(acc), names))  # device_get sorts the keys
         return {name: results[name] for name in [*names, *(m.name for m in self.metrics)]}
 
-    def stage(self, x, y=None) -> "StagedSplit":
+    def stage(self, x, y=None):
         """A split cut into this evaluator's batches and put on the device once, for
-        `evaluate_staged` (a split evaluated after every epoch). Arguments as in `evaluate`."""
+        `evaluate_staged` (a split evaluated after every epoch). Arguments as in `evaluate`.
+
+        Returns:
+          for a loss, (x, y, mask) stacked (num_batches, batch_size, ...), the last
+          batch padded (y None without targets); for an objective, (the full
+          batches stacked or None, the last partial batch or None).
+        """
         if self.objective is not None:
             n = jax.tree.leaves(x)[0].shape[0]
             full = n // self.batch_size * self.batch_size
             stacked = None if full == 0 else jax.tree.map(
                 lambda a: np.asarray(a)[:full].reshape(-1, self.batch_size, *a.shape[1:]), x)
             remainder = None if full == n else jax.tree.map(lambda a: np.asarray(a)[full:], x)
-            return StagedSplit(jax.device_put((stacked, remainder)), _capacity(n))
+            return jax.device_put((stacked, remainder))
         parts = list(padded_batches(np.asarray(x), None if y is None else np.asarray(y), self.batch_size))
-        stacked = tuple(None if parts[0][i] is None else np.stack([part[i] for part in parts]) for i in range(3))
-        return StagedSplit(jax.device_put(stacked), _capacity(len(parts) * self.batch_size))
+        return jax.device_put(tuple(None if parts[0][i] is None else np.stack([part[i] for part in parts])
+                                    for i in range(3)))
 
-    def evaluate_staged(self, params, model_state, staged: "StagedSplit") -> dict:
+    def evaluate_staged(self, params, model_state, staged) -> dict:
         """`evaluate` of a staged split as ONE compiled call that returns device arrays without waiting.
 
         The caller reads them when it needs them (`jax.device_get`, then `to_floats`),
         so a training loop dispatches validation right behind the epoch.
         """
-        return self._staged(params, model_state, staged.capacity, staged.batches)
+        return self._staged(params, model_state, staged)
 
-    def _evaluate_staged(self, params, model_state, capacity: int, batches) -> dict:
+    def staged_scores(self, params, model_state, staged) -> dict:
+        """The scores of a staged split as a pure function (jit it, or vmap it over a population)."""
         if self.objective is not None:
-            stacked, remainder = batches
+            stacked, remainder = staged
             example = remainder if stacked is None else jax.tree.map(lambda a: a[0], stacked)
             names = self._objective_names(params, model_state, example)
-            accumulate = make_objective_accumulate(self.model, self.objective, self.metrics)
-            acc = self._empty(names, capacity)
+            n = (0 if stacked is None else _stacked_size(stacked)) + \
+                (0 if remainder is None else jax.tree.leaves(remainder)[0].shape[0])
+            acc = self._empty(names, _capacity(n))
             if stacked is not None:
-                acc, _ = jax.lax.scan(lambda acc, batch: (accumulate(params, model_state, acc, batch), None),
+                acc, _ = jax.lax.scan(lambda acc, batch: (self._accumulate(params, model_state, acc, batch), None),
                                       acc, stacked)
             if remainder is not None:
-                acc = accumulate(params, model_state, acc, remainder)
+                acc = self._accumulate(params, model_state, acc, remainder)
             return self._objective_results(acc, names)
-        x, y, mask = batches
-        acc = self._empty((), capacity)
+        acc = self._empty((), _capacity(_stacked_size(staged[0])))
         acc, _ = jax.lax.scan(lambda acc, batch: (self._eval_step(params, model_state, acc, *batch), None),
-                              acc, (x, y, mask))
+                              acc, staged)
         results = self._results(acc)
         return results if self.loss is not None else {k: v for k, v in results.items() if k != "loss"}
 
