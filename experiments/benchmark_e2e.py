@@ -50,6 +50,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from program import FDL
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("configs/mnist1d_mlp.yaml", "configs/mnist1d_cnn.yaml")
 TARGET = 1.15
@@ -292,11 +294,6 @@ def recipe(config_path: str, overrides: list[str]) -> dict:
     }
 
 
-def fdl_executable() -> str:
-    beside = Path(sys.executable).with_name("fdl")
-    return str(beside) if beside.exists() else "fdl"
-
-
 def run_process(command: list[str], cache: Path) -> tuple[float, str]:
     """(wall seconds, stdout + stderr) of one process with the compilation cache in `cache`."""
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), FDL_COMPILATION_CACHE=str(cache),
@@ -326,7 +323,7 @@ def measure(config_path: str, overrides: list[str], repeats: int, folder: Path) 
     recipe_file = folder / f"{Path(config_path).stem}.json"
     recipe_file.write_text(json.dumps(recipe(config_path, overrides)))
     sets = [part for override in overrides for part in ("--set", override)]
-    commands = {"fdl": lambda out: [fdl_executable(), "train", config_path, *sets, "--out", str(out),
+    commands = {"fdl": lambda out: [FDL, "train", config_path, *sets, "--out", str(out),
                                     "--quiet"],
                 "hand": lambda out: [sys.executable, str(script), str(recipe_file), str(out)]}
     results = {side: {"cold": [], "warm": []} for side in commands}

@@ -15,16 +15,14 @@ import argparse
 import csv
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from program import FDL
 
 ROOT = Path(__file__).resolve().parents[1]
-# The `fdl` command of this interpreter's environment, else whichever is on PATH.
-FDL = str(Path(sys.executable).with_name("fdl")) if Path(sys.executable).with_name("fdl").exists() else "fdl"
 SMOKE_OVERRIDES = ["training.epochs=1", "data.limit_train=200", "output.tensorboard=false",
                    "output.plots=false"]
 

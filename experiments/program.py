@@ -13,6 +13,7 @@ puts a script's own folder (experiments/) on sys.path when it runs
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -25,6 +26,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BUILT_IN = "MNIST-1D (built in; pass --mnist DIR for MNIST)"
 OUT_HELP = "run directory (default runs/<name>-<time>)"
 SET_HELP = "config override, repeatable, e.g. --set training.epochs=5"
+# The `fdl` command of this interpreter's environment, else whichever is on PATH.
+FDL = str(Path(sys.executable).with_name("fdl")) if Path(sys.executable).with_name("fdl").exists() else "fdl"
 SMOKE_OVERRIDES = ("training.epochs=1", "data.limit_train=200", "training.verbose=0",
                    "output.tensorboard=false", "output.plots=false")
 

@@ -188,6 +188,13 @@ def check_table(stdout: str) -> None:
 
 # ---- the table: one row per script ---------------------------------------------------------
 
+def check_kill_resume(stdout: str) -> None:
+    kills = re.search(r"kills (\d+) \(inside a checkpoint write (\d+)\).*compared (\d+) metrics lines, "
+                      r"(\d+) arrays", stdout)
+    assert kills and int(kills[1]) == 3 and int(kills[2]) == 1 and int(kills[3]) > 0 and int(kills[4]) > 0, stdout
+    assert targets(stdout, 1, "identical")[0][1] == "PASS", stdout  # bit for bit after every kill
+
+
 SCRIPTS = {
     "autoencoders": Covered("tests/test_programs.py::test_vae_program_writes_finite_elbo_and_prior_samples",
                             "the VAE half, one epoch, finite -ELBO, reconstruction and a samples PNG"),
@@ -198,6 +205,7 @@ SCRIPTS = {
     "benchmark_sweep": Smoke(check_sweep),
     "char_gpt": Covered("tests/test_char_gpt.py::test_a_short_run_beats_the_unigram_model",
                         "main() on a tiny corpus beats the unigram model (no --smoke flag: --set overrides)"),
+    "kill_resume": Smoke(check_kill_resume),
     "gan": Covered("tests/test_gan.py::test_the_gan_script_trains_in_fdls_epoch_and_counts_its_steps",
                    "main() for two epochs: step count, finite losses, sample shapes"),
     "keras_binary_classifier": Covered("tests/test_programs.py::test_classifier_program_runs_end_to_end",

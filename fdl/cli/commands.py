@@ -10,25 +10,34 @@ import numpy as np
 from fdl.config import ConfigError, build_arguments, load_config
 from fdl.io import to_python
 from fdl.nn import summary
-from fdl.records import write_bytes
+from fdl.records import RunDir, write_bytes
+from fdl.records.run_dir import RunDirLockedError
 from fdl.runs import load_run, resume_run, train_from_config
 
 __all__ = ["one_line", "run_train", "run_eval", "run_predict", "run_summary", "run_sweep"]
 
 
 def one_line(error: BaseException) -> str:
+    """The first line of `error`'s message; prefixed with its type unless it is an input or file error."""
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__
-    return message if isinstance(error, (ValueError, OSError, KeyError, TypeError)) else \
+    return message if isinstance(error, (ValueError, OSError, KeyError, TypeError, RunDirLockedError)) else \
         f"{type(error).__name__}: {message}"
 
 
 def run_train(args) -> int:
     overrides = list(args.overrides) + (["training.verbose=0"] if args.quiet else [])
-    if args.resume:
+    if args.resume == "auto":
+        if not (args.config and args.out):
+            raise ConfigError("--resume auto needs CONFIG and --out: it continues the run in --out if there "
+                              "is one, else starts it there")
+        config = load_config(args.config, overrides + [f"output.dir={args.out}"])
+        started = RunDir(args.out).config_path.is_file()
+        result = train_from_config(config, resume=args.out if started else None)
+    elif args.resume:
         if args.config or args.out:
             raise ConfigError("--resume RUN_DIR continues that run with its own config.yaml — "
-                              "drop CONFIG and --out (change settings with --set)")
+                              "drop CONFIG and --out (change settings with --set), or use --resume auto")
         result = resume_run(args.resume, overrides)
     elif args.config:
         overrides += [f"output.dir={args.out}"] if args.out else []
@@ -55,21 +64,23 @@ def run_eval(args) -> int:
     return 0
 
 
-def _load_inputs(path: str) -> np.ndarray:
+def _load_inputs(path: str, run) -> np.ndarray:
+    """The array of the .npy file at `path`, checked as inputs of `run`'s model; errors name the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"inputs file {path!r} does not exist")
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as error:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as error:
         raise ValueError(f"inputs file {path!r} is not a .npy array ({error})") from None
+    try:
+        return run.check_inputs(x)
+    except ValueError as error:
+        raise ValueError(f"inputs file {path!r}: {error}") from None
 
 
 def run_predict(args) -> int:
     run = load_run(args.run_dir, args.checkpoint)
-    try:
-        outputs = run.predict(_load_inputs(args.inputs))
-    except ValueError as error:
-        raise ValueError(f"inputs file {args.inputs!r}: {error}") from None
+    outputs = run.predict(_load_inputs(args.inputs, run))  # errors of the run's own files name those
     if args.out:
         buffer = io.BytesIO()
         np.save(buffer, outputs)

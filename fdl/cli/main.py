@@ -19,7 +19,10 @@ EXAMPLES = {
     "train": "examples:\n  fdl train configs/mnist1d_cnn.yaml\n"
              "  fdl train configs/mnist1d_mlp.yaml --set optimizer.learning_rate=3e-4 --set seed=1\n"
              "  fdl train configs/mnist1d_cnn.yaml --out runs/my-cnn\n"
-             "  fdl train --resume runs/my-cnn --set training.epochs=300",
+             "  fdl train --resume runs/my-cnn --set training.epochs=300\n"
+             "  fdl train configs/mnist1d_cnn.yaml --out runs/my-cnn --resume auto   # the same command after any kill\n"
+             "SIGINT/SIGTERM: the epoch finishes, a checkpoint is written, exit status 128 + the signal\n"
+             "(130, 143); a second signal exits at once.",
     "eval": "examples:\n  fdl eval runs/mnist1d_cnn-20261125-101500\n"
             "  fdl eval runs/mnist1d_cnn-20261125-101500 --split val --checkpoint last",
     "predict": "examples:\n  fdl predict runs/mnist1d_cnn-20261125-101500 x.npy --out predictions.npy",
@@ -50,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", "train a model from a config and write its run directory")
     train.add_argument("config", nargs="?", help="YAML config file (omit with --resume)")
-    train.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue a run from its last checkpoint, exactly (e.g. with --set training.epochs=300)")
+    train.add_argument("--resume", metavar="RUN_DIR|auto",
+                       help="continue a run from its newest good checkpoint, exactly (e.g. with --set "
+                            "training.epochs=300); `auto` with CONFIG and --out: continue --out if it holds "
+                            "a run, else start it")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. optimizer.learning_rate=3e-4 (repeatable)")
     train.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>)")
@@ -96,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     from fdl.cli import commands  # the library loads only when a command runs, so --help is instant
     try:
         return getattr(commands, f"run_{args.command}")(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        from fdl.train import TrainingInterrupted
+
+        if isinstance(interrupt, TrainingInterrupted):
+            where = getattr(interrupt, "run_dir", None)
+            print(f"fdl {args.command}: {interrupt}; checkpoint written — continue with `fdl train --resume "
+                  f"{where or 'RUN_DIR'}`", file=sys.stderr)
+            return interrupt.exit_status
         print("fdl: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # one line for the user; --debug for the traceback

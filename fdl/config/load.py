@@ -74,17 +74,38 @@ def _read_yaml(path: str) -> dict | None:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist — pass the path of a YAML file "
                           "such as configs/mnist1d_cnn.yaml")
-    with open(path) as file:
-        try:
-            content = _parse_yaml(file)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    text = _read_utf8(path)
+    try:
+        content = _parse_yaml(text)
+    except yaml.YAMLError as error:
+        raise _yaml_error(path, error, text) from None
     if content is not None and not isinstance(content, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top, got "
                           f"{type(content).__name__}")
     return content
+
+
+def _read_utf8(path: str) -> str:
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 at byte {error.start} (line {line}, byte 0x{data[error.start]:02x}) "
+                          "— save the file as UTF-8") from None
+
+
+def _yaml_error(path: str, error: yaml.YAMLError, text: str) -> ConfigError:
+    """`path line N: not valid YAML (problem)`, with the line where PyYAML found the problem."""
+    mark = getattr(error, "problem_mark", None)
+    if isinstance(error, yaml.reader.ReaderError):  # a control character, given as an offset in the text
+        line = text.count("\n", 0, error.position) + 1
+        problem = f"character #x{error.character:04x} is not allowed"
+    else:
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return ConfigError(f"{path}{f' line {line}' if line else ''}: not valid YAML ({problem})")
 
 
 def _with_defaults(path: str, seen: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
@@ -340,7 +361,8 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> DictC
     """Loads, checks and types a run config; returns an OmegaConf DictConfig of RunConfig.
 
     Raises:
-      ConfigError: missing or empty file, a missing defaults file, bad YAML, an
+      ConfigError: missing or empty file, a missing defaults file, a file that
+        is not UTF-8 (the byte offset) or not YAML (the line), an
         unknown key (with a suggestion), a wrong type, a loss or optimizer
         argument its function does not take, or a bad override — one line
         naming the file and the key path.

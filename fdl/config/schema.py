@@ -108,9 +108,11 @@ class ReduceLROnPlateauConfig:
 
 @dataclass
 class CheckpointConfig:
-    monitor: str = "val_loss"              # best.ckpt follows it
+    monitor: str = "val_loss"              # the best state (item "best" of every checkpoint) follows it
     mode: str = "auto"
-    every: int = 1                         # epochs between writes of last.ckpt (and the final epoch)
+    every: int = 1                         # epochs between checkpoints (and the final epoch)
+    every_seconds: Optional[float] = 10.0  # and at least this long after the previous one (null: no wait)
+    keep: int = 2                          # the newest checkpoints kept under checkpoints/<step>/
 
 
 @dataclass

@@ -29,6 +29,7 @@ from fdl.records.plots import (
 from fdl.records.recorder import RunRecorder
 from fdl.records.run_dir import (
     RunDir,
+    RunDirLockedError,
     SweepDir,
     append_jsonl,
     create_run_dir,
@@ -42,6 +43,7 @@ from fdl.records.tensorboard import TensorBoardLogger, read_records, read_scalar
 
 __all__ = [
     "RunDir",
+    "RunDirLockedError",
     "RunRecorder",
     "SweepDir",
     "TensorBoardLogger",

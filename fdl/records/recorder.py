@@ -1,6 +1,8 @@
 """`RunRecorder`: the callback that fills a run directory while `fit` runs.
 
-On train begin it makes the folders; every epoch it appends the logs to
+On train begin it makes the folders and makes metrics.jsonl and TensorBoard
+hold exactly the run's history so far (a resumed run's epochs, each once:
+fdl.train.callbacks.ModelCheckpoint restores it first); every epoch it appends the logs to
 `metrics.jsonl` (through fdl.train's HistoryLogger) and writes them to
 TensorBoard under `tensorboard/`; on train end it draws `plots/`. A missing
 matplotlib or tensorboardX skips that part with one warning — recording never
@@ -79,10 +81,13 @@ class RunRecorder(Callback):
         return self.run_dir.metrics_path
 
     def on_train_begin(self, run: Run) -> None:
+        # The run directory holds exactly the run's history so far: nothing for a new
+        # run, a resumed run's epochs once each (what a kill wrote after its checkpoint goes).
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
+        self.run_dir.rewrite_metrics(run.history)
         self.history.on_train_begin(run)
         if self.tensorboard is not None:
-            self.tensorboard.on_train_begin(run)
+            self.tensorboard.rewrite(run.history)
         if self.plots:
             self.run_dir.plots_dir.mkdir(exist_ok=True)
             if self._worker is not None:  # the import overlaps the first compile

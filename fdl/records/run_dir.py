@@ -5,24 +5,27 @@ sweep directory: no other module spells one of their names. `create_run_dir`
 makes a fresh `<base>/<name>-<YYYYmmdd-HHMMSS>` folder (never reusing one);
 `write_json`, `write_text` and `write_bytes` replace a file atomically, so a
 crash or an unencodable object never leaves a half-written or emptied file;
-`append_jsonl`/`read_jsonl` handle one JSON object per line.
+`append_jsonl`/`read_jsonl` handle one JSON object per line (fdl.io writes).
+`RunDir.lock()` keeps a second process out of a run directory in use.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
-from typing import Any
-
-import io
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from fdl.io import to_python, write_bytes
+from fdl.io import append_jsonl, is_temporary_name, to_python, write_bytes, write_jsonl
+from fdl.records.tensorboard import event_files
 
-__all__ = ["RunDir", "SweepDir", "create_run_dir", "write_bytes", "write_text", "write_json",
-           "append_jsonl", "read_jsonl"]
+__all__ = ["RunDir", "RunDirLockedError", "SweepDir", "create_run_dir", "write_bytes", "write_text",
+           "write_json", "append_jsonl", "read_jsonl"]
 
 def create_run_dir(base: str | os.PathLike = "runs", name: str = "run") -> Path:
     """Creates and returns a new directory `<base>/<name>-<YYYYmmdd-HHMMSS>`.
@@ -71,20 +74,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, text + "\n")
 
 
-def append_jsonl(path: str | os.PathLike, obj: Any) -> Path:
-    """Appends `obj` as one JSON line to `path` (created with its folders if missing), flushed."""
-    try:
-        line = json.dumps(to_python(obj))
-    except TypeError as error:
-        raise TypeError(f"append_jsonl {os.fspath(path)}: {error}") from None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(line + "\n")
-        file.flush()
-    return path
-
-
 def read_jsonl(path: str | os.PathLike) -> list:
     """The objects of a JSON-lines file, one per non-empty line.
 
@@ -104,6 +93,10 @@ def read_jsonl(path: str | os.PathLike) -> list:
                 break
             raise ValueError(f"{os.fspath(path)} line {number}: not JSON ({error.msg})") from None
     return rows
+
+
+class RunDirLockedError(RuntimeError):
+    """Another process holds the lock of a run directory (`RunDir.lock`)."""
 
 
 class _Folder:
@@ -131,9 +124,13 @@ class _Folder:
         """The folder at `path`, created (parents too); one that already holds files is refused."""
         path = Path(path)
         if path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"{cls.KIND} {str(path)!r} already holds files — choose a new folder")
+            raise cls._holds_files(path)
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
+
+    @classmethod
+    def _holds_files(cls, path: Path) -> FileExistsError:
+        return FileExistsError(f"{cls.KIND} {str(path)!r} already holds files — choose a new folder")
 
 
 class RunDir(_Folder):
@@ -144,10 +141,13 @@ class RunDir(_Folder):
         metrics.jsonl            one JSON object per epoch (fdl.records.RunRecorder)
         summary.json             final metrics of every split (`write_summary`)
         preprocess.npz           the preprocessing fitted on the training split (`write_preprocess`)
-        checkpoints/<name>.ckpt  best, last and last_finite (`checkpoint(name)`)
+        checkpoints/<step>/      the run's checkpoints (fdl.train.RunCheckpoints: orbax; each holds
+                                 the state, the best state so far, callbacks and history)
+        checkpoints/last_finite  the last finite state of a run stopped by a NaN (`checkpoint(name)`)
         eval_<split>.json        what `fdl eval` measured (`write_eval`)
         samples.txt              text the trained model wrote, with a `sample:` section (`write_samples`)
         plots/  tensorboard/     learning curves and confusion matrix; event files
+        .lock                    the pid of the process training in it (`lock`)
 
     Example:
       >>> run_dir = RunDir.create("runs", "mlp")
@@ -161,7 +161,136 @@ class RunDir(_Folder):
     KIND = "run directory"
     CONFIG, ENV, METRICS, SUMMARY = "config.yaml", "env.json", "metrics.jsonl", "summary.json"
     PREPROCESS, CHECKPOINTS, PLOTS, TENSORBOARD = "preprocess.npz", "checkpoints", "plots", "tensorboard"
-    SAMPLES = "samples.txt"
+    SAMPLES, LOCK = "samples.txt", ".lock"
+    # The fix for a missing or damaged file that `fdl train` wrote, in error messages.
+    RESTORE = "restore it from a copy of the run directory, or train the run again"
+
+    @classmethod
+    def new(cls, path: str | os.PathLike) -> "RunDir":
+        """The run directory at `path`, created (parents too); one that holds a run's records is refused.
+
+        A folder that a start-up killed before its first epoch left is reused: when
+        it holds only config.yaml, env.json, preprocess.npz, an empty metrics.jsonl,
+        temporary files, TensorBoard's first event files, the lock and otherwise
+        empty plots/ tensorboard/ checkpoints/ folders, those files are removed
+        (holding the lock) and the folder is returned. The lock file stays:
+        deleting it would let a second process lock a new file while the first
+        holds the old one.
+
+        Example:
+          >>> run_dir = fdl.records.RunDir.new("runs/killed")
+          >>> config_path = run_dir.write_config("seed: 0")  # ... and the process was killed here
+          >>> sorted(path.name for path in fdl.records.RunDir.new("runs/killed").path.iterdir())
+          ['.lock']
+
+        Raises:
+          FileExistsError: the folder holds anything else (metrics.jsonl with
+            content, summary.json, a file in checkpoints/, any other file).
+          RunDirLockedError: a start-up is still running there.
+        """
+        run_dir = cls(path)
+        if not (run_dir.path.is_dir() and any(run_dir.path.iterdir())):
+            return super().new(path)
+        run_dir._startup_leftovers()  # refuses the folder before the lock adds its file to it
+        with run_dir.lock():
+            for leftover in run_dir._startup_leftovers():  # listed again: nothing is added under the lock
+                leftover.unlink()
+        return run_dir
+
+    def _startup_leftovers(self) -> list[Path]:
+        """The files a start-up killed before its first epoch left, to remove (see `new`).
+
+        Those are the folder's files but the lock, and those in its plots/ tensorboard/ checkpoints/.
+
+        Raises:
+          FileExistsError: one of them is not written before the first epoch is recorded.
+        """
+        folders = (self.plots_dir, self.tensorboard_dir, self.checkpoints_dir)
+        files = []
+        for entry in self.path.iterdir():
+            if entry in folders and entry.is_dir():
+                files += entry.iterdir()
+            elif entry.name != self.LOCK:
+                files.append(entry)
+        if not all(self._written_at_startup(file) for file in files):
+            raise self._holds_files(self.path)
+        return files
+
+    def _written_at_startup(self, path: Path) -> bool:
+        """Whether `path` is a file `fdl train` writes before it records its first epoch."""
+        if not path.is_file() or path.parent == self.checkpoints_dir:
+            return False  # a folder, or a checkpoint: training was recorded
+        if is_temporary_name(path.name):
+            return True
+        if path.parent == self.tensorboard_dir:
+            # The event file is opened when training begins; its scalars come with each epoch's metrics line.
+            return path in event_files(self.tensorboard_dir)
+        if path.parent != self.path:
+            return False
+        if path.name == self.METRICS:
+            return path.stat().st_size == 0
+        return path.name in (self.CONFIG, self.ENV, self.PREPROCESS)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["RunDir"]:
+        """Holds the run directory's exclusive lock for a `with` block; a second holder is refused at once.
+
+        An advisory `fcntl.flock` on `<run_dir>/.lock` (made, with the folder, if
+        missing), which holds the holder's pid while it is held. The lock is
+        released when the block ends and when the process dies, however it dies.
+        It is per open file, so one process cannot hold it twice either.
+
+        Example:
+          >>> import os
+          >>> run_dir = fdl.records.RunDir.create("runs", "mlp")
+          >>> with run_dir.lock():  # fdl train holds it while it trains
+          ...     int(run_dir.lock_path.read_text()) == os.getpid()
+          True
+
+        Raises:
+          RunDirLockedError: another holder has it; the message names the folder and its pid.
+        """
+        import fcntl  # POSIX only: imported here so that fdl imports everywhere
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._locked_error(os.pread(descriptor, 32, 0)) from None
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+            try:
+                yield self
+            finally:
+                os.ftruncate(descriptor, 0)  # the next reader never sees a pid that no longer holds it
+        finally:
+            os.close(descriptor)  # releases the lock
+
+    def _locked_error(self, holder: bytes) -> RunDirLockedError:
+        pid = holder.decode("ascii", "replace").strip()
+        who = f"process {pid}" if pid else "another process"
+        return RunDirLockedError(f"run directory {str(self.path)!r} is in use by {who} (it holds "
+                                 f"{self.lock_path}) — wait for it to finish or pass another --out")
+
+    def remove_temporary_files(self) -> list[Path]:
+        """Deletes the temporary files interrupted writes left; returns their paths, sorted.
+
+        Those are `write_bytes`'s `.{name}.{pid}.{hex}.tmp` files (fdl.io.is_temporary_name),
+        anywhere under the run directory but in checkpoints/, whose files the
+        checkpointer manages. Call it holding the `lock`: a write in progress has
+        such a file too.
+        """
+        removed = []
+        for folder, subfolders, names in os.walk(self.path):
+            if folder == os.fspath(self.path):
+                subfolders[:] = [name for name in subfolders if name != self.CHECKPOINTS]
+            for name in filter(is_temporary_name, names):
+                path = Path(folder, name)
+                path.unlink()
+                removed.append(path)
+        return sorted(removed)
 
     @classmethod
     def existing(cls, path: str | os.PathLike) -> "RunDir":
@@ -197,6 +326,10 @@ class RunDir(_Folder):
         return self.path / self.SAMPLES
 
     @property
+    def lock_path(self) -> Path:
+        return self.path / self.LOCK
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.path / self.CHECKPOINTS
 
@@ -209,8 +342,9 @@ class RunDir(_Folder):
         return self.path / self.TENSORBOARD
 
     def checkpoint(self, name: str) -> Path:
-        """checkpoints/<name>.ckpt: "best", "last" or "last_finite"."""
-        return self.checkpoints_dir / f"{name}.ckpt"
+        """checkpoints/<name>: a named checkpoint folder ("last_finite"), or with `.ckpt` the
+        single file an fdl 0.1 run wrote ("best.ckpt", "last.ckpt"; read, never written)."""
+        return self.checkpoints_dir / name
 
     def plot(self, name: str) -> Path:
         """plots/<name>.png."""
@@ -227,6 +361,10 @@ class RunDir(_Folder):
 
     def write_env(self, environment: dict) -> Path:
         return write_json(self.env_path, environment)
+
+    def rewrite_metrics(self, rows: Iterable[dict]) -> Path:
+        """Replaces metrics.jsonl atomically with exactly `rows`, one JSON object per line (fdl.io.write_jsonl)."""
+        return write_jsonl(self.metrics_path, rows)
 
     def write_summary(self, summary: dict) -> Path:
         return write_json(self.summary_path, summary)
@@ -248,11 +386,29 @@ class RunDir(_Folder):
         return write_bytes(self.preprocess_path, buffer.getvalue())
 
     def preprocess(self) -> tuple[str, dict[str, np.ndarray]] | None:
-        """(method, statistics) saved by `write_preprocess`, or None when the run had none."""
-        if not self.preprocess_path.is_file():
+        """(method, statistics) saved by `write_preprocess`, or None when there is no preprocess.npz.
+
+        Raises:
+          ValueError: the file is damaged (truncated, not an .npz archive, no
+            method); the message names it.
+        """
+        path = self.preprocess_path
+        if not path.is_file():
             return None
-        with np.load(self.preprocess_path) as saved:
-            return str(saved["method"]), {k: saved[k] for k in saved.files if k != "method"}
+        if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and say so
+            raise self._damaged(path, "not an .npz archive")
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                arrays = {name: saved[name] for name in saved.files}
+        except (zipfile.BadZipFile, EOFError, ValueError) as error:
+            raise self._damaged(path, str(error)) from None
+        if "method" not in arrays:
+            raise self._damaged(path, "no method")
+        return str(arrays.pop("method")), arrays
+
+    @classmethod
+    def _damaged(cls, path: Path, problem: str) -> ValueError:
+        return ValueError(f"{path}: damaged ({problem}) — {cls.RESTORE}")
 
 
 class SweepDir(_Folder):

@@ -85,21 +85,37 @@ class TensorBoardLogger(Callback):
                                        filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:6]}")
 
     def on_epoch_end(self, run: Run, epoch: int, logs: dict) -> None:
+        if self.writer is None:  # used without on_train_begin (a hand-written loop)
+            self.on_train_begin(run)
+        self._write(epoch, logs)
+        self.writer.flush()
+
+    def rewrite(self, history: list[dict]) -> None:
+        """Makes `log_dir` hold exactly `history`'s epochs: a new event file with them, older files deleted.
+
+        What a resumed run calls, so every epoch is in TensorBoard once.
+        """
+        older = event_files(self.log_dir)
+        self.on_train_end(None)
+        self.on_train_begin(None)
+        for index, logs in enumerate(history):
+            self._write(logs.get("epoch", index + 1), logs)
+        self.writer.flush()
+        for path in older:
+            path.unlink(missing_ok=True)
+
+    def _write(self, epoch: int, logs: dict) -> None:
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.proto.summary_pb2 import Summary
         from tensorboardX.summary import scalar
 
-        if self.writer is None:  # used without on_train_begin (a hand-written loop)
-            self.on_train_begin(run)
         values = []
         for key, value in logs.items():
             number = None if key in ("epoch", "step") else as_scalar(value)
             if number is not None:
                 values.extend(scalar(scalar_tag(key), number).value)
-        event = Event(wall_time=time.time(), step=int(logs.get("step", epoch)),
-                      summary=Summary(value=values))
-        self.writer.write_event(event)
-        self.writer.flush()
+        self.writer.write_event(Event(wall_time=time.time(), step=int(logs.get("step", epoch)),
+                                      summary=Summary(value=values)))
 
     def on_train_end(self, run: Run) -> None:
         if self.writer is not None:

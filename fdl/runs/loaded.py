@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -20,7 +22,7 @@ from fdl.data import MinMaxStats, StandardizeStats, transform
 from fdl.optim import make_optimizer
 from fdl.records import RunDir
 from fdl.runs.train import evaluate_split, split_evaluator
-from fdl.train import Evaluator, TrainState, init_train_state, load_checkpoint
+from fdl.train import CheckpointError, Evaluator, RunCheckpoints, TrainState, init_train_state, load_checkpoint
 
 __all__ = ["LoadedRun", "load_run"]
 
@@ -67,17 +69,44 @@ class LoadedRun:
                              f"{', '.join(splits)}")
         return evaluate_split(self.evaluator, self.state, splits[split])
 
-    def preprocess(self, x) -> np.ndarray:
-        """Raw inputs as the model saw them in training: the run's fitted preprocessing applied."""
-        x = np.asarray(x, np.float32)
-        saved = self.run_dir.preprocess()
-        if saved is None:
-            return x
-        method, stats = saved
-        return transform(method, STATS[method](**stats), x)
+    @functools.cached_property
+    def preprocessing(self) -> tuple[str, NamedTuple] | None:
+        """(method, fitted statistics) the model was trained with, read from preprocess.npz on first use.
 
-    def predict(self, x) -> np.ndarray:
-        """Model outputs (logits for classifiers) for raw inputs x: (n, *input_shape), eval mode."""
+        None when the run's config sets no `data.preprocess`. When it sets one the
+        file must hold that method's statistics, one value per input feature:
+        predicting without them would give other outputs.
+
+        Raises:
+          FileNotFoundError: the config sets data.preprocess and preprocess.npz is missing.
+          ValueError: preprocess.npz is damaged, or holds other statistics than
+            the config's method needs; the message names the file.
+        """
+        method = self.arguments.data.preprocess
+        if method is None:
+            return None
+        path, saved = self.run_dir.preprocess_path, self.run_dir.preprocess()
+        if saved is None:
+            raise FileNotFoundError(f"{path}: missing, but the run's config sets data.preprocess: {method} "
+                                    f"— {RunDir.RESTORE}")
+        problem = _stats_problem(method, *saved, tuple(self.arguments.data.dataset.feature_shape))
+        if problem is not None:
+            raise ValueError(f"{path}: damaged ({problem}) — {RunDir.RESTORE}")
+        return method, STATS[method](**saved[1])
+
+    def preprocess(self, x) -> np.ndarray:
+        """Raw inputs as the model saw them in training: the run's fitted `preprocessing` applied."""
+        x = np.asarray(x, np.float32)
+        if self.preprocessing is None:
+            return x
+        return transform(*self.preprocessing, x)
+
+    def check_inputs(self, x) -> np.ndarray:
+        """`x` as an array, checked to be raw inputs for the model: (n, *input_shape) with n >= 1.
+
+        Raises:
+          ValueError: another shape (with a hint for a single example), or no examples.
+        """
         x = np.asarray(x)
         input_shape = tuple(self.arguments.data.dataset.feature_shape)
         if x.ndim == 0 or x.shape[1:] != input_shape:
@@ -86,7 +115,29 @@ class LoadedRun:
                              f"{single}")
         if x.shape[0] == 0:
             raise ValueError("x: no examples (shape (0, ...)) — give at least one row")
+        return x
+
+    def predict(self, x) -> np.ndarray:
+        """Model outputs (logits for classifiers) for raw inputs x: (n, *input_shape), eval mode.
+
+        Raises:
+          ValueError: x is not (n, *input_shape) (`check_inputs`), or preprocess.npz is damaged.
+          FileNotFoundError: the run's config preprocesses and preprocess.npz is missing.
+        """
+        x = self.check_inputs(x)
         return self.evaluator.predict(self.state.params, self.state.model_state, self.preprocess(x))
+
+
+def _stats_problem(method: str, saved_method: str, stats: dict, shape: tuple) -> str | None:
+    """What keeps saved statistics from being `method`'s for inputs of `shape`, or None."""
+    fields = STATS[method]._fields
+    if saved_method != method or sorted(stats) != sorted(fields):
+        return (f"holds {saved_method} statistics {', '.join(sorted(stats)) or '(none)'}; the config's "
+                f"{method} needs {', '.join(fields)}")
+    for name in fields:
+        if stats[name].shape != shape:
+            return f"{name} has shape {stats[name].shape}, the inputs {shape}"
+    return None
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
@@ -108,10 +159,32 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
     arguments = build_arguments(load_config(run_dir.config_path))
     template = init_train_state(arguments.model, arguments.data.dataset.feature_shape,
                                 make_optimizer(**arguments.optimizer), arguments.config.seed)
-    if not run_dir.checkpoint(checkpoint).is_file():
-        checkpoint = "last"
-    if not run_dir.checkpoint(checkpoint).is_file():
-        raise ConfigError(f"{str(run_dir.path)!r}: no checkpoint to load — the run ended before its "
-                          "first epoch finished")
-    state, _ = load_checkpoint(run_dir.checkpoint(checkpoint), template)
+    state, checkpoint = _checkpoint_state(run_dir, checkpoint, template)
     return LoadedRun(run_dir, arguments, jax.device_put(state), checkpoint)
+
+
+def _checkpoint_state(run_dir: RunDir, name: str, template: TrainState) -> tuple[TrainState, str]:
+    """(state, name loaded) of the run's newest good checkpoint: its "best" item or its state.
+
+    "best" falls back to "last" when the run kept no best state. An fdl 0.1 run's
+    checkpoints/{best,last}.ckpt files are read as they are.
+    """
+    legacy = [candidate for candidate in (name, "last") if run_dir.checkpoint(f"{candidate}.ckpt").is_file()]
+    if legacy:
+        return load_checkpoint(run_dir.checkpoint(f"{legacy[0]}.ckpt"), template)[0], legacy[0]
+    found = None
+    if run_dir.checkpoints_dir.is_dir():
+        checkpoints = RunCheckpoints(run_dir.checkpoints_dir)
+        try:
+            found = checkpoints.newest({"state": template, "best": template})
+        except CheckpointError as error:
+            raise ConfigError(str(error)) from None
+        finally:
+            checkpoints.close()
+    if found is None:
+        raise ConfigError(f"{str(run_dir.path)!r}: no checkpoint to load — the run ended before its first "
+                          "checkpoint was written")
+    items = found[1]
+    if name == "best" and "best" in items:
+        return items["best"], "best"
+    return items["state"], "last"

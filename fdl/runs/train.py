@@ -20,7 +20,9 @@ from fdl.metrics import get_metrics, infer_num_classes
 from fdl.nn import output_shape
 from fdl.records import RunDir
 from fdl.runs.samples import write_samples
-from fdl.train import Evaluator, NonFiniteLossError, TrainState, fit, init_train_state, load_checkpoint, save_checkpoint
+from fdl.config.resume import check_same_training, training_identity
+from fdl.train import (CheckpointError, Evaluator, NonFiniteLossError, RunCheckpoints, TrainingInterrupted, TrainState,
+                       fit, save_checkpoint)
 from fdl.train.callbacks import ModelCheckpoint
 
 __all__ = ["RunResult", "train_from_config", "resume_run", "split_evaluator", "evaluate_split"]
@@ -65,9 +67,8 @@ def train_from_config(config: DictConfig, *, resume: str | os.PathLike | None = 
 
     Args:
       config: a loaded config (`load_config`).
-      resume: a run directory to continue: its last checkpoint is the starting
-        state (exactly: the same batches and keys follow) and its files are
-        extended; train up to `config.training.epochs`.
+      resume: a run directory to continue from its newest good checkpoint
+        (exactly: see `resume_run`); `config` must train what it trained.
 
     Raises:
       ConfigError: a config section that cannot be built (one line, key path).
@@ -84,37 +85,45 @@ def train_from_config(config: DictConfig, *, resume: str | os.PathLike | None = 
 
 def _train(config: DictConfig, resume, started: float, clock: CompileClock) -> RunResult:
     arguments = build_arguments(config)
-    dataset = arguments.data.dataset
-    fit_arguments = arguments.fit_arguments()
-    state = None
-    if resume is None:
-        run_dir = _open_run_dir(config)
-    else:
-        run_dir = RunDir(resume)
-        template = init_train_state(arguments.model, dataset.feature_shape, fit_arguments["optimizer"],
-                                    config.seed)
-        state, _ = load_checkpoint(run_dir.checkpoint("last"), template)
+    run_dir = _open_run_dir(config) if resume is None else RunDir(resume)
+    with run_dir.lock():  # one process per run directory
+        run_dir.remove_temporary_files()
+        return _train_locked(config, arguments, run_dir, resume is not None, started, clock)
+
+
+def _train_locked(config: DictConfig, arguments: RunArguments, run_dir: RunDir, resume: bool, started: float,
+                  clock: CompileClock) -> RunResult:
+    dataset, fit_arguments = arguments.data.dataset, arguments.fit_arguments()
+    settings = config.callbacks.checkpoint
+    checkpoints = RunCheckpoints(run_dir.checkpoints_dir, keep=settings.keep)
+    if resume:
+        _check_resumable(config, run_dir, checkpoints)
     config_text = to_yaml(config)
     run_dir.write_config(config_text)
     run_dir.write_env(records.environment(config.seed, config_text))
     if arguments.data.stats is not None:
         run_dir.write_preprocess(arguments.data.preprocess, arguments.data.stats)
-    checkpoints = config.callbacks.checkpoint
     recorder = records.RunRecorder(run_dir, tensorboard=config.output.tensorboard, plots=config.output.plots,
                                    background=True)
     fit_arguments["callbacks"] += [
-        ModelCheckpoint(best=run_dir.checkpoint("best"), last=run_dir.checkpoint("last"),
-                        monitor=checkpoints.monitor, mode=checkpoints.mode, every=checkpoints.every),
+        ModelCheckpoint(checkpoints, monitor=settings.monitor, mode=settings.mode, every=settings.every,
+                        every_seconds=settings.every_seconds, resume=resume,
+                        metadata={"config": training_identity(config)}),
         recorder]
     fit_started = time.perf_counter()
     try:
         try:
-            state, history = fit(arguments.model, dataset.train, val=dataset.val, state=state, **fit_arguments)
+            state, history = fit(arguments.model, dataset.train, val=dataset.val, **fit_arguments)
+        except TrainingInterrupted as interrupt:
+            interrupt.run_dir = run_dir.path  # for the command's "continue with" line
+            raise
         except NonFiniteLossError as error:
             save_checkpoint(run_dir.checkpoint("last_finite"), error.state,
                             metadata={"epoch": error.epoch, "error": str(error)})
             run_dir.write_summary({"error": str(error), "epochs": len(error.history)})
             raise
+        finally:
+            checkpoints.close()
         timing = dict(first_step_s=fit_started - started + history.timing["first_step_s"],
                       train_s=history.timing["fit_s"] - history.timing["compile_s"],
                       records_s=history.timing["callbacks_s"])
@@ -132,18 +141,30 @@ def _train(config: DictConfig, resume, started: float, clock: CompileClock) -> R
     return RunResult(run_dir, state, history, summary)
 
 
-def resume_run(run_dir: str | os.PathLike, overrides=()) -> RunResult:
-    """Continues the run in `run_dir` from its last checkpoint (`fdl train --resume DIR`).
+def _check_resumable(config: DictConfig, run_dir: RunDir, checkpoints: RunCheckpoints) -> None:
+    """Refuses a config that trains something else than the newest readable checkpoint's run."""
+    for step in reversed(checkpoints.steps()):
+        try:
+            saved = checkpoints.metadata(step)
+        except CheckpointError:
+            continue  # ModelCheckpoint names it when it falls back
+        check_same_training(config, saved["run"]["config"], f"{run_dir.config_path} (with the --set overrides)")
+        return
 
-    `overrides` apply to its config, e.g. ["training.epochs=300"] to train longer.
+
+def resume_run(run_dir: str | os.PathLike, overrides=()) -> RunResult:
+    """Continues the run in `run_dir` from its newest good checkpoint (`fdl train --resume DIR`).
+
+    The result is that of the run never interrupted: the same batches, keys,
+    callback decisions and records follow. `overrides` may change only what
+    does not change the training (fdl.config.resume.RESUMABLE_KEYS), e.g.
+    ["training.epochs=300"] to train longer. A run directory with no
+    checkpoint yet (killed while starting) trains from the beginning.
     """
     try:
         run_dir = RunDir.existing(run_dir)
     except FileNotFoundError as error:
         raise ConfigError(f"--resume: {error}") from None
-    if not run_dir.checkpoint("last").is_file():
-        raise ConfigError(f"--resume {str(run_dir.path)!r}: no last checkpoint — pass a run directory "
-                          "written by `fdl train`")
     return train_from_config(load_config(run_dir.config_path, overrides), resume=run_dir.path)
 
 

@@ -4,11 +4,15 @@ A callback sees a `Run` — the model, the current `TrainState`, the history —
 and may replace `run.state` (restore the best weights, lower the learning
 rate) or set `run.stop_training`. A plain callable `fn(epoch, logs)` is
 accepted too. Epochs are counted from 1 in logs, as Keras does.
+
+What a callback carries from epoch to epoch (a best value, a patience
+counter, a best state) is its `state_dict()`; `ModelCheckpoint` saves every
+callback's with the run and gives it back through `load_state_dict` on
+resume, so a resumed run continues exactly as the uninterrupted one.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -17,9 +21,8 @@ from typing import Any, Callable
 
 import jax
 
-from fdl.io import to_python
+from fdl.io import append_jsonl
 from fdl.optim import get_hyperparameter, set_hyperparameter
-from fdl.train.checkpoint import CheckpointWriter
 from fdl.train.checks import check_positive_int
 
 
@@ -45,6 +48,8 @@ class Run:
     steps_per_epoch: int
     history: list = dataclasses.field(default_factory=list)
     stop_training: bool = False
+    epoch: int = 0  # epochs completed (a resumed run starts from its checkpoint's)
+    callbacks: list = dataclasses.field(default_factory=list)  # every callback of the run, in order
 
     def hyperparameter(self, name: str) -> float:
         """The current value of an injected optimizer hyperparameter, e.g. "learning_rate"."""
@@ -64,7 +69,18 @@ class Run:
 
 
 class Callback:
-    """Base class: override any of the three hooks."""
+    """Base class: override any of the three hooks, and `state_dict`/`load_state_dict` if the
+    callback carries something from epoch to epoch."""
+
+    saves_run = False  # ModelCheckpoint: begins first (it may restore the run) and ends each epoch last
+
+    def state_dict(self) -> dict:
+        """What this callback carries across epochs: JSON-able values, and under "snapshot" an
+        optional copy of a TrainState (e.g. the best epoch's); saved with every checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Takes back what `state_dict` returned (its "snapshot" restored as a TrainState)."""
 
     def on_train_begin(self, run: Run) -> None:
         pass
@@ -112,6 +128,12 @@ class Monitor:
                            f"{', '.join(sorted(k for k in logs if not isinstance(logs[k], list)))}")
         return float(logs[self.monitor])
 
+    def state_dict(self) -> dict:
+        return {"best": None if math.isinf(self.best) else self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = (math.inf if self.mode == "min" else -math.inf) if state["best"] is None else state["best"]
+
     def improved(self, value: float) -> bool:
         better = (value < self.best - self.min_delta if self.mode == "min"
                   else value > self.best + self.min_delta)
@@ -151,6 +173,15 @@ class EarlyStopping(Callback):
         if self.restore_best and self.best_state is not None:
             run.restore(self.best_state)
 
+    def state_dict(self):
+        return {**self.tracker.state_dict(), "wait": self.wait, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "snapshot": self.best_state}
+
+    def load_state_dict(self, state):
+        self.tracker.load_state_dict(state)
+        self.wait, self.best_epoch, self.stopped_epoch = state["wait"], state["best_epoch"], state["stopped_epoch"]
+        self.best_state = state.get("snapshot")
+
 
 class ReduceLROnPlateau(Callback):
     """Multiplies the injected learning rate by `factor` after `patience` flat epochs.
@@ -181,56 +212,152 @@ class ReduceLROnPlateau(Callback):
                                    max(run.hyperparameter("learning_rate") * self.factor, self.min_learning_rate))
             self.wait, self.cooling = 0, self.cooldown
 
+    def state_dict(self):
+        return {**self.tracker.state_dict(), "wait": self.wait, "cooling": self.cooling}
+
+    def load_state_dict(self, state):
+        self.tracker.load_state_dict(state)
+        self.wait, self.cooling = state["wait"], state["cooling"]
+
 
 class ModelCheckpoint(Callback):
-    """Writes the state to `last` every `every` epochs (and when training ends) and to `best`
-    when `monitor` improves.
+    """Checkpoints the whole run into `directory` and resumes from it.
 
-    Files are written atomically (fdl.train.checkpoint) by a background writer
-    (`CheckpointWriter`: training does not wait for the disk; both files are
-    complete and final when fit returns); the metadata holds the epoch and its logs. Load with `fdl.load_checkpoint(path, target)`.
+    A checkpoint (`<directory>/<step>/`, orbax, see
+    `fdl.train.checkpoint.RunCheckpoints`) holds everything the run depends
+    on: the TrainState (params, model and optimizer state, step, RNG key), the
+    epochs done and the history, every callback's `state_dict`
+    (EarlyStopping's counters and best state, ReduceLROnPlateau's, this
+    one's best value), the `metadata` given, and — item "best" — the best
+    state by `monitor` so far, which every checkpoint carries, so `keep`
+    never deletes it. The arrays are copied to the host and written in the
+    background: training does not wait for the disk, and every checkpoint is
+    complete when fit returns.
+
+    With `resume=True`, training continues from the directory's newest good
+    checkpoint (a damaged one is skipped with a warning) exactly as if it had
+    never stopped: the same batches and keys follow, callbacks decide as
+    they would have, and the history — so metrics.jsonl and TensorBoard,
+    which write it — has every epoch once.
 
     Example:
-      >>> state, history = fdl.fit(model, train, val, epochs=2,
-      ...                          callbacks=[ModelCheckpoint(best="ckpt/best.ckpt", last="ckpt/last.ckpt")])
-      >>> state, metadata = fdl.load_checkpoint("ckpt/last.ckpt", state)
-      >>> metadata["epoch"], sorted(metadata["logs"])
-      (2, ['epoch', 'learning_rate', 'loss', 'step', 'steps_per_s', 'time_s', 'val_loss'])
+      >>> state, history = fdl.fit(model, train, val, epochs=2, callbacks=[ModelCheckpoint("ckpt")])
+      >>> checkpoints = fdl.train.RunCheckpoints("ckpt")
+      >>> step, items, metadata = checkpoints.newest({"state": state, "best": state})
+      >>> step, metadata["epoch"], sorted(items)
+      (..., 2, ['best', 'state'])
 
     Args:
-      best: the path of the best checkpoint, or None for none.
-      last: the path of the last epoch's checkpoint, or None for none.
-      monitor, mode: the logged quantity that decides "best" (see EarlyStopping).
-      every: epochs between writes of `last` (a resumed run repeats at most
-        `every - 1` epochs); the final epoch is always written.
+      directory: the checkpoints' folder (or a RunCheckpoints over it).
+      monitor, mode: the logged quantity that decides the best state (see
+        EarlyStopping); None keeps no best state.
+      every: epochs between checkpoints; the last epoch is always saved.
+      every_seconds: also wait at least this long after the previous
+        checkpoint (a kill then loses at most that much training); None: no wait.
+      keep: the number of newest checkpoints kept (older ones are deleted).
+      resume: continue from the newest checkpoint in `directory`; without it a
+        directory that holds checkpoints is refused.
+      metadata: JSON-able values saved with every checkpoint; on resume the
+        checkpoint's must be equal (e.g. a fingerprint of the config).
     """
 
-    def __init__(self, *, best: str | os.PathLike | None = None, last: str | os.PathLike | None = None,
-                 monitor: str = "val_loss", mode: str = "auto", every: int = 1):
-        if best is None and last is None:
-            raise ValueError("ModelCheckpoint: give best=PATH, last=PATH or both")
-        self.best, self.last, self.every = best, last, check_positive_int("ModelCheckpoint: every", every)
-        self.tracker = Monitor("ModelCheckpoint", monitor, mode) if best is not None else None
-        self._unsaved = None  # (state, metadata) of an epoch `last` has not been written for
-        self._writer = CheckpointWriter()
+    saves_run = True
+
+    def __init__(self, directory, *, monitor: str | None = "val_loss", mode: str = "auto", every: int = 1,
+                 every_seconds: float | None = None, keep: int = 2, resume: bool = False,
+                 metadata: dict | None = None):
+        from fdl.train.checkpoint import RunCheckpoints
+
+        self.checkpoints = directory if isinstance(directory, RunCheckpoints) else None
+        self._owns_checkpoints = self.checkpoints is None
+        self.directory = self.checkpoints.folder if self.checkpoints is not None else directory
+        self.every = check_positive_int("ModelCheckpoint: every", every)
+        self.keep = check_positive_int("ModelCheckpoint: keep", keep)
+        self.every_seconds, self.resume, self.metadata = every_seconds, resume, dict(metadata or {})
+        self.tracker = Monitor("ModelCheckpoint", monitor, mode) if monitor is not None else None
+        self.best_state = self.best_epoch = None
+        self.saved_at = None       # (step, time) of the last checkpoint queued
+        self.resumed_step = None   # the step of the checkpoint the run resumed from
+
+    def on_train_begin(self, run):
+        if self.checkpoints is None:
+            from fdl.train.checkpoint import RunCheckpoints
+
+            self.checkpoints = RunCheckpoints(self.directory, keep=self.keep)
+        if not self.resume:
+            if self.checkpoints.steps():
+                raise ValueError(f"ModelCheckpoint: {os.fspath(self.directory)!r} already holds checkpoints — "
+                                 "pass resume=True to continue them, or choose another directory")
+            return
+        targets = {"state": run.state, "best": run.state,
+                   **{f"callback_{index}": run.state for index in range(len(run.callbacks))}}
+        found = self.checkpoints.newest(targets)
+        if found is not None:
+            self._restore(run, *found)
+
+    def _restore(self, run, step: int, items: dict, metadata: dict) -> None:
+        where = f"ModelCheckpoint: {os.fspath(self.directory)!r}"
+        for key, value in self.metadata.items():
+            if metadata["run"].get(key) != value:
+                raise ValueError(f"{where} was written with {key}={metadata['run'].get(key)!r}, this run has "
+                                 f"{value!r} — resume with the settings it was written with, or start anew")
+        saved = metadata["callbacks"]
+        names = [type(callback).__name__ for callback in run.callbacks]
+        if [name for name, _ in saved] != names:
+            raise ValueError(f"{where} was written with the callbacks {[name for name, _ in saved]}, this run "
+                             f"has {names} — resume with the callbacks it was written with")
+        for index, (callback, (_, state)) in enumerate(zip(run.callbacks, saved)):
+            if f"callback_{index}" in items:
+                state = {**state, "snapshot": items[f"callback_{index}"]}
+            callback.load_state_dict(state)
+        run.state, run.epoch = items["state"], metadata["epoch"]
+        run.history[:] = metadata["history"]
+        self.best_state = items.get("best")
+        self.saved_at, self.resumed_step = (step, time.perf_counter()), step
+
+    def state_dict(self):
+        return {} if self.tracker is None else {**self.tracker.state_dict(), "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state):
+        if self.tracker is not None:
+            self.tracker.load_state_dict(state)
+            self.best_epoch = state["best_epoch"]
 
     def on_epoch_end(self, run, epoch, logs):
-        metadata = {"epoch": epoch, "logs": logs}
-        if self.last is not None:
-            self._unsaved = (run.state, metadata)
-            if epoch % self.every == 0:
-                self._write_last()
         if self.tracker is not None and self.tracker.improved(self.tracker.value(logs)):
-            self._writer.submit(self.best, run.state, metadata)
+            self.best_state, self.best_epoch = run.snapshot(), epoch
+        waited = (self.every_seconds is None or self.saved_at is None
+                  or time.perf_counter() - self.saved_at[1] >= self.every_seconds)
+        if epoch % self.every == 0 and waited:
+            self.save(run)
 
     def on_train_end(self, run):
-        self._write_last()
-        self._writer.close()  # every file written when fit returns
+        try:
+            self.save(run)  # the last epoch (fit ends this callback first: before any restores a best state)
+        finally:  # every checkpoint complete when fit returns
+            if self._owns_checkpoints:
+                self.checkpoints, checkpoints = None, self.checkpoints
+                checkpoints.close()
+            else:
+                self.checkpoints.wait()
 
-    def _write_last(self):
-        if self._unsaved is not None:
-            self._writer.submit(self.last, *self._unsaved)
-            self._unsaved = None
+    def save(self, run) -> None:
+        """Queues the checkpoint of the run as it is now (skipped if its step is saved already)."""
+        step = int(run.state.step)
+        if self.saved_at is not None and self.saved_at[0] == step:
+            return
+        items, callbacks = {"state": run.state}, []
+        if self.best_state is not None:
+            items["best"] = self.best_state
+        for index, callback in enumerate(run.callbacks):
+            state = dict(callback.state_dict())
+            snapshot = state.pop("snapshot", None)
+            if snapshot is not None:
+                items[f"callback_{index}"] = snapshot
+            callbacks.append([type(callback).__name__, state])
+        self.checkpoints.save(step, items, {"epoch": run.epoch, "step": step, "history": list(run.history),
+                                            "callbacks": callbacks, "run": self.metadata})
+        self.saved_at = (step, time.perf_counter())
 
 
 class HistoryLogger(Callback):
@@ -243,8 +370,7 @@ class HistoryLogger(Callback):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
 
     def on_epoch_end(self, run, epoch, logs):
-        with open(self.path, "a") as file:
-            file.write(json.dumps(to_python(logs)) + "\n")
+        append_jsonl(self.path, logs)  # drops a line a killed writer cut short
 
 
 class ProgressBar(Callback):

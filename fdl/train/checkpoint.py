@@ -1,32 +1,325 @@
-"""Checkpoints: a TrainState (and metadata) in one msgpack file, written atomically.
+"""Checkpoints on orbax-checkpoint, each verified by checksums when it is read back.
 
-Format: flax.serialization msgpack of `{"state": state_dict, "metadata": json}`.
-A write goes to a temporary file in the same folder, is flushed and fsynced,
-then `os.replace`d over the target, so a reader never sees half a file.
+A checkpoint is an orbax folder of named items — pytrees of arrays such as
+"state" (a TrainState) — and one JSON item "meta" that holds the caller's
+metadata and a manifest: every array's path, shape, dtype and CRC-32. Reading
+compares the manifest with the target (a checkpoint of another model is
+refused, naming the first differing array) and every restored array with its
+CRC (a flipped byte is refused, never loaded), and the metadata with its own CRC.
+
+    save_checkpoint(path, state, metadata=...)   one checkpoint folder, written now
+    load_checkpoint(path, target)                 it, or a single-file .ckpt of fdl 0.1
+    RunCheckpoints(folder, keep=2)                numbered checkpoints <folder>/<step>/ of a run
+                                                  (orbax's CheckpointManager), written in the
+                                                  background, read back newest good first
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-from typing import Any
-
-import functools
 import threading
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+import zlib
+from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
-from fdl.io import to_python, write_bytes
+from fdl.io import to_python
 from fdl.train.state import TrainState
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointWriter"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "RunCheckpoints"]
+
+META = "meta"      # the JSON item: {"metadata", "manifest", "crc"}
+FORMAT = 2         # fdl 0.1 wrote one msgpack file per checkpoint (format 1, read only)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is damaged (checksums, truncation) or does not match its target."""
 
 
 @functools.cache
+def _orbax():
+    """orbax.checkpoint, imported on first use (it takes ~0.4 s)."""
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
+def _key_name(key) -> str:
+    for attribute in ("name", "key", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def leaves_by_path(tree) -> list[tuple[str, Any]]:
+    """(path such as "params/dense_0/w", leaf) for every array of `tree`, in its flattening order."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [("/".join(_key_name(key) for key in path), leaf) for path, leaf in flat]
+
+
+def _crc(array: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).tobytes())
+
+
+def manifest(tree) -> dict[str, list]:
+    """path -> [shape, dtype, CRC-32 of the bytes] of every array of a host pytree."""
+    return {path: [list(np.shape(leaf)), str(np.asarray(leaf).dtype), _crc(np.asarray(leaf))]
+            for path, leaf in leaves_by_path(tree)}
+
+
+def _meta(items: dict, metadata: dict | None) -> dict:
+    try:
+        body = {"format": FORMAT, "metadata": to_python(metadata or {}),
+                "manifest": {name: manifest(tree) for name, tree in items.items()}}
+    except TypeError as error:
+        raise TypeError(f"checkpoint metadata: {error}") from None
+    return {**body, "crc": _text_crc(body)}
+
+
+def _text_crc(body: dict) -> int:
+    return zlib.crc32(json.dumps(body, sort_keys=True).encode())
+
+
+def _check_meta(where: str, meta: Any) -> dict:
+    if not isinstance(meta, dict) or "crc" not in meta:
+        raise CheckpointError(f"checkpoint {where}: its {META} item is missing or damaged")
+    body = {key: value for key, value in meta.items() if key != "crc"}
+    if _text_crc(body) != meta["crc"]:
+        raise CheckpointError(f"checkpoint {where}: its {META} item fails its checksum (damaged)")
+    return body
+
+
+def _check_target(where: str, item: str, saved: dict[str, list], target) -> None:
+    """Raises CheckpointError at the first array where `target` differs from the manifest."""
+    expected = leaves_by_path(target)
+    paths = {path for path, _ in expected}
+    for path, leaf in expected:
+        if path not in saved:
+            raise CheckpointError(f"checkpoint {where}: {item} {path} is missing from the checkpoint — "
+                                  "build the target with the model and optimizer it was saved with")
+        if list(np.shape(leaf)) != saved[path][0]:
+            raise CheckpointError(f"checkpoint {where}: {item} {path} has shape {tuple(saved[path][0])} in "
+                                  f"the checkpoint, the target expects {tuple(np.shape(leaf))} — build the "
+                                  "target with the model the checkpoint was saved with")
+    extra = [path for path in saved if path not in paths]
+    if extra:
+        raise CheckpointError(f"checkpoint {where}: it has {item} {extra[0]}, which the target lacks — "
+                              "build the target with the model and optimizer it was saved with")
+
+
+def _check_arrays(where: str, item: str, saved: dict[str, list], restored) -> None:
+    for path, leaf in leaves_by_path(restored):
+        if _crc(np.asarray(leaf)) != saved[path][2]:
+            raise CheckpointError(f"checkpoint {where}: {item} {path} fails its checksum (damaged)")
+
+
+def _save_args(items: dict, meta: dict):
+    ocp = _orbax()
+    return ocp.args.Composite(**{name: ocp.args.StandardSave(tree) for name, tree in items.items()},
+                              **{META: ocp.args.JsonSave(meta)})
+
+
+def _unreadable(where: str, error: Exception) -> CheckpointError:
+    first = str(error).splitlines()[0] if str(error) else ""
+    return CheckpointError(f"checkpoint {where}: cannot be read ({type(error).__name__}: {first})")
+
+
+def _read_meta(where: str, restore) -> dict:
+    """The checked meta item: {"format", "metadata", "manifest"}."""
+    ocp = _orbax()
+    try:
+        meta = restore(ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+    except Exception as error:  # orbax/tensorstore: a truncated or missing file
+        raise _unreadable(where, error) from None
+    return _check_meta(where, meta)
+
+
+def _restore(where: str, restore, targets: dict[str, Any]) -> tuple[dict, dict]:
+    """Reads the meta item, then the `targets` items it lists, each checked; (items, metadata)."""
+    ocp = _orbax()
+    body = _read_meta(where, restore)
+    wanted = {name: target for name, target in targets.items() if name in body["manifest"]}
+    for name, target in wanted.items():
+        if target is not None:
+            _check_target(where, name, body["manifest"][name], target)
+    try:
+        restored = restore(ocp.args.Composite(**{
+            name: ocp.args.StandardRestore(None if target is None else jax.device_get(target))
+            for name, target in wanted.items()}))
+    except Exception as error:
+        raise _unreadable(where, error) from None
+    items = {name: restored[name] for name in wanted}
+    for name, tree in items.items():
+        _check_arrays(where, name, body["manifest"][name], tree)
+    return items, body["metadata"]
+
+
+def save_checkpoint(path: str | os.PathLike, state: Any, *, metadata: dict | None = None) -> str:
+    """Writes `state` (any pytree, e.g. a TrainState) and JSON-able `metadata` to the folder `path`.
+
+    orbax writes into a temporary folder and renames it when complete, so
+    `path` is either absent or whole; an existing checkpoint there is replaced.
+    """
+    path = Path(path).absolute()
+    items = {"state": jax.device_get(state)}
+    meta = _meta(items, metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _orbax().Checkpointer(_orbax().CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(path, args=_save_args(items, meta), force=True)
+    return os.fspath(path)
+
+
+def load_checkpoint(path: str | os.PathLike, target: Any = None) -> tuple[Any, dict]:
+    """Reads a checkpoint written by `save_checkpoint` (or a `.ckpt` file of fdl 0.1).
+
+    Args:
+      path: the checkpoint folder (or file).
+      target: a pytree of the saved structure (e.g. a freshly initialized
+        TrainState); when given, the result has its exact types.
+
+    Returns:
+      (state, metadata): the state as `target`'s type, or as nested dicts of
+      numpy arrays when `target` is None.
+
+    Raises:
+      FileNotFoundError: naming the path, when it is missing.
+      CheckpointError (a ValueError): naming the path, when it is not an fdl
+        checkpoint, fails a checksum, or differs from `target` in an array's
+        path or shape (naming the first such array).
+    """
+    path = Path(path).absolute()
+    if path.is_file():
+        return _load_legacy_checkpoint(path, target)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist — pass a checkpoint "
+                                "folder written by fdl (a run's checkpoints/<step>)")
+    with _orbax().Checkpointer(_orbax().CompositeCheckpointHandler()) as checkpointer:
+        items, metadata = _restore(repr(os.fspath(path)), lambda args: checkpointer.restore(path, args=args),
+                                   {"state": target})
+    if "state" not in items:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds no state item")
+    return items["state"], metadata
+
+
+class RunCheckpoints:
+    """The numbered checkpoints `<folder>/<step>/` of one run, on orbax's CheckpointManager.
+
+    `save` returns at once: a background thread hands the (host) arrays to
+    orbax, which writes each checkpoint into a temporary folder and renames it
+    when complete, so a kill never leaves a half checkpoint under a step's name
+    (and the manager removes the temporary ones it finds). The newest `keep`
+    are kept. `newest` reads them back newest first and skips, with a one-line
+    warning each, those that fail their checksums.
+
+    Example:
+      >>> checkpoints = RunCheckpoints("run/checkpoints", keep=2)
+      >>> checkpoints.save(100, {"state": state}, {"epoch": 1})
+      >>> checkpoints.close()                                 # waits for the write
+      >>> step, items, metadata = checkpoints.newest({"state": state})
+      >>> step, metadata
+      (100, {'epoch': 1})
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, keep: int = 2):
+        self.folder = Path(folder).absolute()
+        ocp = _orbax()
+        self._manager = ocp.CheckpointManager(
+            self.folder, options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+                enable_async_checkpointing=False))
+        self._lock = threading.Lock()  # one orbax call at a time
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="fdl-checkpoints")  # writes in order
+        self._writes: list[Future] = []
+
+    def steps(self) -> list[int]:
+        """The complete checkpoints' steps, oldest first."""
+        with self._lock:
+            self._manager.reload()
+            return sorted(self._manager.all_steps())
+
+    def save(self, step: int, items: dict[str, Any], metadata: dict) -> None:
+        """Queues the checkpoint of `step` (skipped when that step is saved already).
+
+        items: name -> pytree of arrays (copied to the host now, so training
+        may go on); metadata: JSON-able. A failed write is raised by the next
+        `save` or by `wait`/`close`.
+        """
+        self._raise_failure()
+        items = jax.device_get(items)
+        self._writes.append(self._worker.submit(self._write, int(step), items, _meta(items, metadata)))
+
+    def _write(self, step: int, items: dict, meta: dict) -> None:
+        with self._lock:
+            if step not in self._manager.all_steps():
+                self._manager.save(step, args=_save_args(items, meta))
+
+    def restore(self, step: int, targets: dict[str, Any]) -> tuple[dict, dict]:
+        """(items, metadata) of `step`'s checkpoint, checked; raises CheckpointError naming it."""
+        where = repr(os.fspath(self.folder / str(step)))
+        with self._lock:
+            return _restore(where, lambda args: self._manager.restore(step, args=args), targets)
+
+    def metadata(self, step: int) -> dict:
+        """The metadata of `step`'s checkpoint (its meta item checked; the arrays not read)."""
+        where = repr(os.fspath(self.folder / str(step)))
+        with self._lock:
+            return _read_meta(where, lambda args: self._manager.restore(step, args=args))["metadata"]
+
+    def newest(self, targets: dict[str, Any]) -> tuple[int, dict, dict] | None:
+        """(step, items, metadata) of the newest checkpoint that reads back whole, or None if none exist.
+
+        A damaged one is named in a warning and the next older is tried.
+
+        Raises:
+          CheckpointError: checkpoints exist but none is good (naming the folder).
+        """
+        steps = self.steps()
+        for step in reversed(steps):
+            try:
+                items, metadata = self.restore(step, targets)
+            except CheckpointError as error:
+                warnings.warn(f"{error} — skipping it, trying an older one", RuntimeWarning, stacklevel=2)
+                continue
+            return step, items, metadata
+        if steps:
+            raise CheckpointError(f"no good checkpoint in {os.fspath(self.folder)!r}: all {len(steps)} are "
+                                  "damaged — start the run again without --resume")
+        return None
+
+    def wait(self) -> None:
+        """Waits for every queued write; raises a failed one."""
+        writes, self._writes = self._writes, []
+        for write in writes:
+            write.result()
+
+    def close(self) -> None:
+        """`wait`, then releases orbax's manager."""
+        try:
+            self.wait()
+        finally:
+            self._worker.shutdown(wait=True)
+            with self._lock:
+                self._manager.close()
+
+    def _raise_failure(self) -> None:
+        done = [write for write in self._writes if write.done()]
+        self._writes = [write for write in self._writes if not write.done()]
+        for write in done:
+            write.result()
+
+
+# fdl 0.1 wrote one msgpack file per checkpoint; it is read still (save it again to convert).
+
+@functools.cache
 def _serialization():
-    """flax.serialization, imported on first use (flax is slow to import) and taught TrainState."""
+    """flax.serialization, imported on first use and taught TrainState."""
     from flax import serialization
 
     fields = [field.name for field in dataclasses.fields(TrainState)]
@@ -38,149 +331,43 @@ def _serialization():
     return serialization
 
 
-def save_checkpoint(path: str | os.PathLike, state: Any, *, metadata: dict | None = None) -> str:
-    """Writes `state` (any pytree, e.g. a TrainState) and JSON-able `metadata` to `path`."""
-    try:
-        metadata_text = json.dumps(to_python(metadata or {}))
-    except TypeError as error:
-        raise TypeError(f"checkpoint metadata: {error}") from None
-    serialization = _serialization()
-    payload = {"state": serialization.to_state_dict(jax.device_get(state)), "metadata": metadata_text}
-    write_bytes(path, serialization.msgpack_serialize(payload))
-    return os.fspath(path)
-
-
-def load_checkpoint(path: str | os.PathLike, target: Any = None) -> tuple[Any, dict]:
-    """Reads a checkpoint written by `save_checkpoint`.
-
-    Args:
-      path: the checkpoint file.
-      target: a pytree of the saved structure (e.g. a freshly initialized
-        TrainState); when given, the result has its exact types.
-
-    Returns:
-      (state, metadata): the state as `target`'s type, or as nested dicts of
-      numpy arrays when `target` is None.
-
-    Raises:
-      FileNotFoundError: naming the file, when it is missing.
-      ValueError: naming the file, when it is not an fdl checkpoint, or when its
-        keys or array shapes differ from `target`'s (naming the first such path).
-    """
+def _load_legacy_checkpoint(path: str | os.PathLike, target: Any = None) -> tuple[Any, dict]:
+    """(state, metadata) of an fdl 0.1 `.ckpt` file (msgpack of {"state", "metadata"}); see `load_checkpoint`."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist — pass the path of a "
-                                "best.ckpt/last.ckpt file written by fdl")
     serialization = _serialization()
     with open(path, "rb") as file:
         try:
             payload = serialization.msgpack_restore(file.read())
             state_dict, metadata = payload["state"], json.loads(payload["metadata"])
         except Exception as error:
-            raise ValueError(f"checkpoint {path!r} is not an fdl checkpoint ({error})") from None
+            raise CheckpointError(f"checkpoint {path!r} is not an fdl checkpoint ({error})") from None
     if target is None:
         return state_dict, metadata
     try:
         _check_matches(serialization.to_state_dict(target), state_dict)
         return serialization.from_state_dict(target, state_dict), metadata
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"checkpoint {path!r} does not match the model/optimizer given as "
-                         f"target: {error} — build the target with the model and optimizer "
-                         "the checkpoint was saved with") from None
+        raise CheckpointError(f"checkpoint {path!r} does not match the model/optimizer given as "
+                              f"target: {error} — build the target with the model and optimizer "
+                              "the checkpoint was saved with") from None
 
 
 def _check_matches(expected: dict, saved: dict) -> None:
-    """Raises ValueError at the first path where `saved` differs from `expected` in keys or shapes.
-
-    flax's `from_state_dict` ignores keys the target lacks and never compares
-    shapes, so a checkpoint of another model would otherwise load silently.
-    """
-    expected_leaves = dict(_leaves_by_path(expected))
-    saved_leaves = dict(_leaves_by_path(saved))
-    # In the state's own order, so the first path named is the params', not the optimizer's copy.
+    """Raises ValueError at the first path where `saved` differs from `expected` in keys or shapes."""
+    expected_leaves, saved_leaves = dict(_leaves(expected)), dict(_leaves(saved))
     missing = [path for path in expected_leaves if path not in saved_leaves]
     if missing:
         raise ValueError(f"{missing[0]} is missing from the checkpoint")
-    # The saved dicts went through jax.device_get, which sorts their keys: list by the target's fields.
-    field_order = {field: i for i, field in enumerate(expected)}
-    unexpected = sorted((path for path in saved_leaves if path not in expected_leaves),
-                        key=lambda path: field_order.get(path.split("/")[0], len(field_order)))
+    unexpected = [path for path in saved_leaves if path not in expected_leaves]
     if unexpected:
         raise ValueError(f"the checkpoint has {unexpected[0]}, which the target lacks")
     for path, leaf in expected_leaves.items():
-        got = np.shape(saved_leaves[path])
-        if np.shape(leaf) != got:
-            raise ValueError(f"{path} has shape {got} in the checkpoint, the target expects "
-                             f"{np.shape(leaf)}")
+        if np.shape(leaf) != np.shape(saved_leaves[path]):
+            raise ValueError(f"{path} has shape {np.shape(saved_leaves[path])} in the checkpoint, the "
+                             f"target expects {np.shape(leaf)}")
 
 
-def _leaves_by_path(tree, prefix: str = "") -> list[tuple[str, Any]]:
-    """(path such as 'params/dense_0/w', leaf) in the dicts' own order (TrainState's field order).
-
-    An empty dict has no leaves, so a target's `{}` against a saved `{"w": ...}` reports `w`.
-    """
+def _leaves(tree, prefix: str = "") -> list[tuple[str, Any]]:
     if not isinstance(tree, dict):
         return [(prefix, tree)]
-    return [item for key, child in tree.items()
-            for item in _leaves_by_path(child, f"{prefix}/{key}" if prefix else str(key))]
-
-
-class CheckpointWriter:
-    """Writes checkpoints in a background thread, keeping only the newest pending state per path.
-
-    Training does not wait for serialization and fsync; if epochs end faster
-    than files are written, a newer state for the same path replaces the one
-    still waiting (the file always ends as the newest). `close()` writes what is
-    pending and waits; a failed write is raised by the next `submit` or `close`.
-
-    Example:
-      >>> writer = CheckpointWriter()
-      >>> writer.submit("ckpt/last.ckpt", state, {"epoch": 1})
-      >>> writer.close()                                  # ckpt/last.ckpt holds epoch 1
-    """
-
-    def __init__(self):
-        self._pending: dict = {}  # path -> (state, metadata), in submission order
-        self._error: BaseException | None = None
-        self._done = threading.Condition()
-        self._busy = False
-        self._thread: threading.Thread | None = None
-
-    def submit(self, path: str | os.PathLike, state: Any, metadata: dict | None = None) -> None:
-        """Queues `state` for `path` (replacing a state for it that is still waiting)."""
-        self._raise_failure()
-        with self._done:
-            self._pending.pop(os.fspath(path), None)
-            self._pending[os.fspath(path)] = (state, metadata)
-            if self._thread is None:
-                self._busy = True
-                self._thread = threading.Thread(target=self._run, name="fdl-checkpoints", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        """Thread body: write until nothing is pending, then end (the next submit starts another)."""
-        while True:
-            with self._done:
-                if not self._pending:
-                    self._busy, self._thread = False, None
-                    self._done.notify_all()
-                    return
-                path = next(iter(self._pending))
-                state, metadata = self._pending.pop(path)
-                self._busy = True
-            try:
-                save_checkpoint(path, state, metadata=metadata)
-            except BaseException as error:  # noqa: BLE001 — raised in the training thread
-                self._error = error
-
-    def close(self) -> None:
-        """Waits until every submitted state is written; raises a failed write."""
-        with self._done:
-            while self._pending or self._busy:
-                self._done.wait()
-        self._raise_failure()
-
-    def _raise_failure(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+    return [item for key, child in tree.items() for item in _leaves(child, f"{prefix}/{key}" if prefix else str(key))]

@@ -25,6 +25,7 @@ from fdl.optim import make_optimizer
 from fdl.train.callbacks import ProgressBar, Run, as_callback
 from fdl.train.checks import check_data, check_example_tree, check_positive_int
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator, to_floats
+from fdl.train.interrupt import TrainingInterrupted, graceful_interrupts
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_custom_step, make_train_step
@@ -193,8 +194,13 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
       (state, history): the final TrainState (or the best one if an
       EarlyStopping callback restores it) and a History of per-epoch logs.
 
+    A first SIGINT (Ctrl-C) or SIGTERM lets the epoch finish and the callbacks
+    end (a ModelCheckpoint writes its checkpoint), then raises
+    TrainingInterrupted; a second acts at once (fdl.train.interrupt).
+
     Raises:
       NonFiniteLossError: a step's loss was NaN/Inf; `.state` is the last finite state.
+      TrainingInterrupted: a KeyboardInterrupt, after SIGINT/SIGTERM (see above).
     """
     started = time.perf_counter()
     use_compilation_cache()
@@ -251,49 +257,58 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
             new_state.params, new_state.model_state, staged_val)
         return new_state, summary, scores
 
-    run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch,
-              history=History())
     handlers = [ProgressBar(verbose)] + [as_callback(c) for c in callbacks]
-    for handler in handlers:
-        handler.on_train_begin(run)
-    clock, host_seconds = CompileClock(), 0.0
-    try:
-        epoch = int(run.state.step) // steps_per_epoch
-        pending = dispatch(run.state, epoch) if epoch < epochs else None
-        run.history.timing["first_step_s"] = time.perf_counter() - started
-        arrived = time.perf_counter()
-        while pending is not None:
-            new_state, summary, scores = pending
-            # The next epoch is queued before this one's logs are read, so the device
-            # trains while the host runs the callbacks. It starts from this epoch's
-            # state; if a callback changes the state (a new learning rate) or stops,
-            # it is dropped and the numbers are those of waiting.
-            ahead = dispatch(new_state, epoch + 1) if epoch + 1 < epochs else None
-            summary, scores = jax.device_get((summary, scores))  # the epoch's one read
-            seconds, arrived = time.perf_counter() - arrived, time.perf_counter()
-            if not summary.pop("finite"):
-                good_state, bad = replay_epoch(run.state, epoch)
-                raise NonFiniteLossError(epoch + 1, int(bad) + 1, int(good_state.step) + 1, good_state,
-                                         run.history)
-            run.state = new_state
-            logs = {"epoch": epoch + 1, **to_python(summary)}
-            if scores is not None:
-                logs.update({f"val_{k}": v for k, v in to_floats(scores).items()})
-            logs.update(time_s=seconds, steps_per_s=steps_per_epoch / seconds)
-            run.history.append(logs)
-            for handler in handlers:
-                handler.on_epoch_end(run, epoch + 1, logs)
-            host_seconds += time.perf_counter() - arrived
-            epoch += 1
-            if run.stop_training or epoch >= epochs:
-                break
-            pending = ahead if run.state is new_state else dispatch(run.state, epoch)
-    finally:
-        for handler in handlers:
-            handler.on_train_end(run)
-        run.history.timing.update(compile_s=clock.seconds(), callbacks_s=host_seconds,
-                                  fit_s=time.perf_counter() - started)
-        clock.close()
+    run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch, history=History(),
+              epoch=int(state.step) // steps_per_epoch, callbacks=handlers)
+    # A callback that saves the run (ModelCheckpoint) begins first, as it may restore the run
+    # from a checkpoint; it ends each epoch last, so it saves what every other callback decided.
+    savers = [handler for handler in handlers if handler.saves_run]
+    others = [handler for handler in handlers if not handler.saves_run]
+    clock, host_seconds, interrupted = CompileClock(), 0.0, None
+    with graceful_interrupts() as received:
+        try:
+            for handler in savers + others:
+                handler.on_train_begin(run)
+            epoch = run.epoch
+            pending = dispatch(run.state, epoch) if epoch < epochs else None
+            run.history.timing["first_step_s"] = time.perf_counter() - started
+            arrived = time.perf_counter()
+            while pending is not None:
+                new_state, summary, scores = pending
+                # The next epoch is queued before this one's logs are read, so the device
+                # trains while the host runs the callbacks. It starts from this epoch's
+                # state; if a callback changes the state (a new learning rate) or stops,
+                # it is dropped and the numbers are those of waiting.
+                ahead = dispatch(new_state, epoch + 1) if epoch + 1 < epochs else None
+                summary, scores = jax.device_get((summary, scores))  # the epoch's one read
+                seconds, arrived = time.perf_counter() - arrived, time.perf_counter()
+                if not summary.pop("finite"):
+                    good_state, bad = replay_epoch(run.state, epoch)
+                    raise NonFiniteLossError(epoch + 1, int(bad) + 1, int(good_state.step) + 1, good_state,
+                                             run.history)
+                run.state, run.epoch = new_state, epoch + 1
+                logs = {"epoch": epoch + 1, **to_python(summary)}
+                if scores is not None:
+                    logs.update({f"val_{k}": v for k, v in to_floats(scores).items()})
+                logs.update(time_s=seconds, steps_per_s=steps_per_epoch / seconds)
+                run.history.append(logs)
+                for handler in others + savers:
+                    handler.on_epoch_end(run, epoch + 1, logs)
+                interrupted = received()  # the savers' on_train_end writes the checkpoint
+                run.stop_training |= interrupted is not None
+                host_seconds += time.perf_counter() - arrived
+                epoch += 1
+                if run.stop_training or epoch >= epochs:
+                    break
+                pending = ahead if run.state is new_state else dispatch(run.state, epoch)
+        finally:
+            for handler in savers + others:  # savers first: they save the last epoch's state
+                handler.on_train_end(run)
+            run.history.timing.update(compile_s=clock.seconds(), callbacks_s=host_seconds,
+                                      fit_s=time.perf_counter() - started)
+            clock.close()
+    if interrupted is not None and run.epoch < epochs:
+        raise TrainingInterrupted(interrupted, run.epoch, run.state, run.history)
     return run.state, run.history
 
 

@@ -47,7 +47,8 @@ def test_train_writes_a_complete_run_directory(trained):
         assert image.ndim == 3 and image.shape[0] > 100
     scalars = read_scalars(run_dir / "tensorboard")
     np.testing.assert_allclose([v for _, v in scalars["train/loss"]], [r["loss"] for r in rows], rtol=1e-6)
-    assert {(run_dir / "checkpoints" / f).is_file() for f in ("best.ckpt", "last.ckpt")} == {True}
+    newest = max(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert newest == summary["steps"] and {"state", "best", "meta"} <= {p.name for p in (run_dir / "checkpoints" / str(newest)).iterdir()}
     assert (run_dir / "preprocess.npz").is_file()
 
 

@@ -10,6 +10,7 @@ import pytest
 import fdl
 from fdl import nn
 from fdl.records import RunRecorder, create_run_dir, read_scalars
+from fdl.train.callbacks import Run
 
 
 def test_metrics_jsonl_equals_the_logs(tmp_path, fit_loop, jsonable):
@@ -22,12 +23,16 @@ def test_metrics_jsonl_equals_the_logs(tmp_path, fit_loop, jsonable):
     assert [s for s, _ in read_scalars(tmp_path / "run" / "tensorboard")["val/accuracy"]] == [10, 20, 30]
 
 
-def test_a_resumed_run_plots_each_epoch_once(tmp_path, fit_loop, logs_for):
-    recorder = RunRecorder(tmp_path, tensorboard=False, plots=False)
-    fit_loop(recorder, epochs=3)
-    fit_loop(recorder, epochs=2)  # resumed from the epoch-1 checkpoint: epochs 1..2 logged again
-    assert [row["epoch"] for row in recorder.rows()] == [1, 2, 3]
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
+def test_a_resumed_run_records_the_restored_history_once(tmp_path, fit_loop, jsonable):
+    recorder = RunRecorder(tmp_path, tensorboard=True, plots=False)
+    history = fit_loop(recorder, epochs=3)  # killed after epoch 3 was recorded; its checkpoint holds epoch 1
+    restored = Run(model=None, state=None, epochs=3, steps_per_epoch=1, history=[jsonable(history[0])])
+    recorder.on_train_begin(restored)
+    recorder.on_train_end(restored)
+    assert [row["epoch"] for row in recorder.rows()] == [1]
+    assert (tmp_path / "metrics.jsonl").read_text() == json.dumps(jsonable(history[0])) + "\n"
+    assert {tag: [step for step, _ in values] for tag, values in read_scalars(tmp_path / "tensorboard").items()
+            if tag == "train/loss"} == {"train/loss": [history[0].get("step", 1)]}
 
 
 @pytest.mark.parametrize("module", ["tensorboardX", "matplotlib"])

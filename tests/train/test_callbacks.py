@@ -60,35 +60,99 @@ def test_monitor_that_is_not_logged_is_named(data):
                 callbacks=[cb.EarlyStopping("val_acc")])
 
 
-def test_model_checkpoint_writes_best_and_last_that_load_back(data, tmp_path):
-    checkpoint = cb.ModelCheckpoint(best=tmp_path / "best.ckpt", last=tmp_path / "last.ckpt", monitor="score", mode="max")
+def newest(directory, *names):
+    template = fdl.init_train_state(model(), (4,), fdl.optim.make_optimizer("adam"), 0)
+    return cb_checkpoints(directory).newest({name: template for name in names})
+
+
+def cb_checkpoints(directory):
+    from fdl.train.checkpoint import RunCheckpoints
+    return RunCheckpoints(directory)
+
+
+def test_model_checkpoint_keeps_the_last_and_the_best_state_with_the_run(data, tmp_path):
     snapshots = Snapshots()
     state, _ = fdl.fit(model(), data, epochs=3, batch_size=16, verbose=0,
-                       callbacks=[script([0.1, 0.9, 0.5]), snapshots, checkpoint])
-    assert sorted(os.listdir(tmp_path)) == ["best.ckpt", "last.ckpt"]  # no temporary files left
-    template = fdl.init_train_state(model(), (4,), fdl.optim.make_optimizer("adam"), 0)
-    last, meta = fdl.load_checkpoint(tmp_path / "last.ckpt", template)
-    best, best_meta = fdl.load_checkpoint(tmp_path / "best.ckpt", template)
-    assert meta["epoch"] == 3 and best_meta["epoch"] == 2 and best_meta["logs"]["score"] == 0.9
-    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, last), jax.tree.map(np.asarray, state))
-    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, best.params), snapshots.states[2])
+                       callbacks=[script([0.1, 0.9, 0.5]), snapshots,
+                                  cb.ModelCheckpoint(tmp_path, monitor="score", mode="max", keep=2)])
+    step, items, metadata = newest(tmp_path, "state", "best")
+    assert step == 3 * 4 and sorted(os.listdir(tmp_path)) == ["12", "8"]  # keep=2 of every epoch's
+    assert metadata["epoch"] == 3 and [row["score"] for row in metadata["history"]] == [0.1, 0.9, 0.5]
+    assert [name for name, _ in metadata["callbacks"]] == ["ProgressBar", "LambdaCallback", "Snapshots",
+                                                          "ModelCheckpoint"]
+    assert metadata["callbacks"][-1][1] == {"best": 0.9, "best_epoch": 2}
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, items["state"]),
+                 jax.tree.map(np.asarray, state))
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, items["best"].params), snapshots.states[2])
 
 
-def test_load_checkpoint_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
-        fdl.load_checkpoint(tmp_path / "missing.ckpt")
-    (tmp_path / "junk.ckpt").write_bytes(b"not msgpack at all")
-    with pytest.raises(ValueError, match="junk.ckpt.*not an fdl checkpoint"):
-        fdl.load_checkpoint(tmp_path / "junk.ckpt")
+def without_timing(history):
+    return [{k: v for k, v in row.items() if k not in ("time_s", "steps_per_s")} for row in history]
 
 
-def test_resume_from_a_checkpoint_continues_exactly(data, tmp_path):
+def resumable_callbacks(directory, resume=False):
+    return [script([5, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 3]), cb.EarlyStopping("score", patience=3, mode="min"),
+            cb.ReduceLROnPlateau("score", patience=1, factor=0.5, mode="min"),
+            cb.ModelCheckpoint(directory, monitor="val_accuracy", resume=resume)]
+
+
+RESUMABLE = dict(val=None, batch_size=16, verbose=0, seed=4, metrics=["accuracy"],
+                 optimizer={"name": "adam", "learning_rate": 0.05})
+
+
+def test_a_resumed_run_is_the_uninterrupted_one_callbacks_and_best_state_included(data, tmp_path):
+    common = {**RESUMABLE, "val": data}
+    straight, straight_history = fdl.fit(model(), data, epochs=12, callbacks=resumable_callbacks(tmp_path / "a"),
+                                         **common)
+    fdl.fit(model(), data, epochs=4, callbacks=resumable_callbacks(tmp_path / "b"), **common)
+    callbacks = resumable_callbacks(tmp_path / "b", resume=True)
+    resumed, resumed_history = fdl.fit(model(), data, epochs=12, callbacks=callbacks, **common)
+    assert without_timing(resumed_history) == without_timing(straight_history)
+    assert callbacks[1].stopped_epoch == len(straight_history) == 8  # stopped early: counters survived epoch 4
+    assert len(set(straight_history["learning_rate"])) > 1  # and lowered the learning rate
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, resumed),
+                 jax.tree.map(np.asarray, straight))  # EarlyStopping's restored best, in both
+    (_, a, _), (_, b, _) = newest(tmp_path / "a", "best"), newest(tmp_path / "b", "best")
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, a["best"]), jax.tree.map(np.asarray, b["best"]))
+
+
+def test_a_folder_that_holds_checkpoints_is_refused_without_resume(data, tmp_path):
+    fdl.fit(model(), data, epochs=1, batch_size=16, verbose=0, callbacks=[cb.ModelCheckpoint(tmp_path, monitor=None)])
+    with pytest.raises(ValueError, match=rf"ModelCheckpoint: '{tmp_path}' already holds checkpoints — pass "
+                                         "resume=True"):
+        fdl.fit(model(), data, epochs=1, batch_size=16, verbose=0, callbacks=[cb.ModelCheckpoint(tmp_path)])
+
+
+def interrupt_at(epoch, times=1):
+    import signal
+    return lambda e, logs: [os.kill(os.getpid(), signal.SIGINT) for _ in range(times)] if e == epoch else None
+
+
+def test_a_signal_finishes_the_epoch_writes_the_checkpoint_and_resume_continues_exactly(data, tmp_path):
+    from fdl.train import TrainingInterrupted
+
+    common = dict(batch_size=16, verbose=0, seed=2)
+    straight, _ = fdl.fit(model(), data, epochs=4, **common)
+    with pytest.raises(TrainingInterrupted, match="SIGINT received: training stopped after epoch 2") as caught:
+        fdl.fit(model(), data, epochs=4, callbacks=[interrupt_at(2), cb.ModelCheckpoint(tmp_path, monitor=None)],
+                **common)
+    assert caught.value.exit_status == 130 and caught.value.epoch == 2
+    assert newest(tmp_path, "state")[2]["epoch"] == 2
+    resumed, history = fdl.fit(model(), data, epochs=4, callbacks=[lambda e, logs: None,
+                                                                   cb.ModelCheckpoint(tmp_path, monitor=None, resume=True)],
+                               **common)
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, resumed), jax.tree.map(np.asarray, straight))
+    with pytest.raises(KeyboardInterrupt) as second:  # a second signal acts at once
+        fdl.fit(model(), data, epochs=4, callbacks=[interrupt_at(1, times=2)], **common)
+    assert type(second.value) is KeyboardInterrupt
+
+
+def test_a_state_given_to_fit_continues_from_its_step(data, tmp_path):
     common = dict(batch_size=16, verbose=0, seed=4, val=data)
     straight, straight_history = fdl.fit(model(), data, epochs=4, **common)
-    fdl.fit(model(), data, epochs=2, callbacks=[cb.ModelCheckpoint(best=tmp_path / "best.ckpt", last=tmp_path / "last.ckpt")], **common)
-    template = fdl.init_train_state(model(), (4,), fdl.optim.make_optimizer("adam"), 0)
-    restored, _ = fdl.load_checkpoint(tmp_path / "last.ckpt", template)
-    resumed, resumed_history = fdl.fit(model(), data, epochs=4, state=restored, **common)
+    halfway, _ = fdl.fit(model(), data, epochs=2, **common)
+    resumed, resumed_history = fdl.fit(model(), data, epochs=4, state=halfway, **common)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, resumed),
                  jax.tree.map(np.asarray, straight))
     assert [r["epoch"] for r in resumed_history] == [3, 4]

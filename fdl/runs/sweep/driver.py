@@ -24,6 +24,7 @@ import numpy as np
 import optuna
 from omegaconf import DictConfig
 
+from fdl.compilation import use_compilation_cache
 from fdl.config import (ConfigError, RunArguments, build_arguments, build_data, check_population_keys,
                         load_config, to_yaml)
 from fdl.config.schema import SweepConfig
@@ -129,7 +130,10 @@ class TrialTrainer:
         for t, (trial, point) in enumerate(zip(trials, points)):
             mine = [m for m, owner in enumerate(owners) if owner == t]
             kept = [member_record(result, m, tests[m], group) for m in mine]
-            results.record_trial(trial, point, kept)
+            try:
+                results.record_trial(trial, point, kept)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker failed it as abandoned meanwhile: its retry counts, not this
             if any(result.pruned[m] for m in mine):
                 trial.study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
             else:
@@ -206,6 +210,7 @@ def run_sweep(config: str | os.PathLike | DictConfig | None = None, *, out_dir: 
         sweep_config.sweep = SweepConfig(**{**spec.to_plain(), "storage": storage, "study": study_name})
         write_text(sweep_dir.sweep_path, to_yaml(sweep_config))
     url = storage or sweep_dir.study_url
+    use_compilation_cache()  # as `fdl train` does: the next worker, or a resumed sweep, loads the programs
     store = make_storage(url, spec)
     study = open_study(spec, config, store, study_name, initial_points(spec))
     children = _start_workers(workers - 1, sweep_dir, storage, study_name)

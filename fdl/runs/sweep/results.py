@@ -28,7 +28,8 @@ from omegaconf import DictConfig
 from fdl.config.load import to_yaml
 from fdl.runs.sweep.search import FINISHED, WORKER_ATTR
 from fdl.runs.sweep.spec import SweepSpec, Uniform, point_config
-from fdl.records import SweepDir, append_jsonl, write_bytes, write_text
+from fdl.io import write_jsonl
+from fdl.records import SweepDir, write_bytes, write_text
 from fdl.records.plots import as_scalar, require
 
 MEMBERS_ATTR, POINT_ATTR = "fdl_members", "fdl_point"
@@ -57,14 +58,21 @@ def _cell(value):
     return value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value)
 
 
+def _queue_position(trial: optuna.trial.FrozenTrial) -> tuple[int, int]:
+    """Where a trial sorts: at the number of the trial it retries (`retry_trial` records the
+    first failed one), so a sweep killed and resumed lists its members as an uninterrupted one."""
+    return trial.system_attrs.get("failed_trial", trial.number), trial.number
+
+
 def collect(study: optuna.Study) -> tuple[list[dict], list[list[dict]]]:
     """(rows, histories): one row and one per-epoch history per member of every finished trial.
 
-    Trials are in trial-number order, members in seed order; a retried trial
-    appears once (its failed copies are not finished).
+    Trials are in trial-number order (a retry in its failed original's place),
+    members in seed order; a retried trial appears once (its failed copies are
+    not finished).
     """
     rows, histories = [], []
-    trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=lambda t: t.number)
+    trials = sorted(study.get_trials(deepcopy=False, states=FINISHED), key=_queue_position)
     for trial in trials:
         point = trial.user_attrs.get(POINT_ATTR, {})
         for member in trial.user_attrs.get(MEMBERS_ATTR, []):
@@ -92,12 +100,10 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def write_member_logs(sweep_dir: SweepDir, histories: list[list[dict]]) -> None:
-    """Each member's per-epoch logs (SweepDir.member_path), rewritten whole."""
+    """Each member's per-epoch logs (SweepDir.member_path), each file replaced whole (atomically:
+    a report killed half-way leaves every file either as it was or complete)."""
     for index, history in enumerate(histories):
-        path = sweep_dir.member_path(index)
-        path.unlink(missing_ok=True)
-        for logs in history:
-            append_jsonl(path, logs)
+        write_jsonl(sweep_dir.member_path(index), history)
 
 
 def point_scores(rows: list[dict], spec: SweepSpec) -> list[dict]:

@@ -5,26 +5,38 @@ Every sweep runs against one Optuna study; a trial is one point, trained with
 worker whose `create_study` succeeds does it), so any number of workers pull
 from the same queue; Optuna sweeps ask the sampler for new points.
 
-A worker (`work`) repeats: fail stale trials, ask up to `population_size`
+A worker (`work`) repeats: fail abandoned trials, ask up to `population_size`
 trials, train them as populations (the `train` function it is given), tell
 the results — until the study holds the requested number of COMPLETE or PRUNED
 trials. A trial's heartbeat is recorded while it trains; a worker killed
 mid-population stops beating, and after `grace_period` seconds any other
 worker marks its trials FAIL and re-enqueues a copy with the same point
-(`RetryHeartbeatStaleTrialCallback`). Only COMPLETE and PRUNED trials count,
-so a finished trial is never lost and never trained twice.
+(`retry_trial`). Only COMPLETE and PRUNED trials count, so a finished trial is
+never lost and never trained twice.
+
+Each trial also names the process that holds it (`PROCESS_ATTR`: the machine's
+boot, the pid namespace, the pid and its start time, read from Linux's /proc).
+A worker on the same machine fails the RUNNING trials of a process that has
+exited at once, without waiting for the grace period: so a whole sweep that was
+killed and restarted with `fdl sweep --resume DIR` retrains its interrupted
+trials straight away, on any storage.
 
 Heartbeats need a database storage (`sqlite:///...`, `postgresql+psycopg2://...`,
 `mysql+pymysql://...`): Optuna's journal storage (`journal:///path/to/file.log`)
-shares work but has no heartbeat, so a killed worker's trials stay RUNNING there.
+shares work but has no heartbeat, so there only a worker on the same machine
+(same boot) sees that a killed worker's trials are abandoned; those of a worker
+killed on another machine stay RUNNING.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import optuna
@@ -35,7 +47,8 @@ from fdl.runs.sweep.samplers import make_pruner, make_sampler, quiet_optuna
 from fdl.runs.sweep.spec import Choice, SweepSpec, encode_value
 
 __all__ = [
-    "MAX_RETRY", "READY_TIMEOUT_S", "FINISHED", "WORKER_ATTR", "make_storage", "has_heartbeat",
+    "MAX_RETRY", "READY_TIMEOUT_S", "FINISHED", "WORKER_ATTR", "PROCESS_ATTR", "make_storage",
+    "has_heartbeat", "process_identity", "process_gone", "retry_trial", "fail_abandoned_trials",
     "encode_point", "suggest_point", "open_study", "counts", "heartbeat", "give_back", "work",
 ]
 
@@ -44,6 +57,48 @@ MAX_RETRY = 3           # a trial whose worker died this many times is given up
 READY_TIMEOUT_S = 120   # how long a worker waits for the study's creator to enqueue its points
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 WORKER_ATTR = "fdl_worker"   # host:pid of the worker that holds (held) a trial
+PROCESS_ATTR = "fdl_process"  # process_identity() of that worker (boot/pid namespace/pid/start time)
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/PID/stat), None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, *fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return None if state in ("Z", "X", "x") else fields[18]
+
+
+@functools.cache
+def _namespace() -> str | None:
+    """This machine's boot and this process's pid namespace, or None where /proc cannot say (not Linux)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def process_identity(pid: int | None = None) -> str | None:
+    """`boot id/pid namespace/pid/start time` of a running process (default: this one), or None
+    off Linux. Unlike host:pid it names one process: no other machine, container or later
+    process with the same pid has the same identity."""
+    pid = os.getpid() if pid is None else pid
+    namespace, start = _namespace(), _start_time(pid)
+    return None if namespace is None or start is None else f"{namespace}/{pid}/{start}"
+
+
+def process_gone(identity: str | None) -> bool:
+    """True when `identity` (see process_identity) is a process of this machine and pid
+    namespace that no longer runs; False when it runs, or when this machine cannot tell."""
+    parts = identity.split("/") if isinstance(identity, str) else []
+    if len(parts) != 4 or not parts[2].isdigit() or _namespace() is None:
+        return False
+    boot, pid_namespace, pid, start = parts
+    return f"{boot}/{pid_namespace}" == _namespace() and _start_time(int(pid)) != start
 
 
 def make_storage(url: str, spec: SweepSpec) -> optuna.storages.BaseStorage:
@@ -63,7 +118,7 @@ def make_storage(url: str, spec: SweepSpec) -> optuna.storages.BaseStorage:
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval,
                     grace_period=spec.grace_period,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY))
+                    heartbeat_stale_trial_callback=retry_trial)
         except Exception as error:  # noqa: BLE001 — sqlalchemy's errors vary by database
             if attempt == 4 or isinstance(error, (ImportError, ValueError)):
                 raise ConfigError(f"--storage {url}: {str(error).splitlines()[0]}") from None
@@ -157,13 +212,15 @@ def _ask(study: optuna.Study, storage, count: int, enqueued_only: bool) -> list[
     With `enqueued_only` (grid/random), a trial the sampler made because
     another worker emptied the queue first is failed and dropped.
     """
-    trials = []
+    trials, identity = [], process_identity()
     for _ in range(count):
         with quiet_optuna():
             trial = study.ask()
         # Trial has no public id; the storage API (heartbeats, get_trial) takes it.
         if has_heartbeat(storage):
             storage.record_heartbeat(trial._trial_id)
+        if identity is not None:
+            trial.set_user_attr(PROCESS_ATTR, identity)
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         if enqueued_only and "fixed_params" not in storage.get_trial(trial._trial_id).system_attrs:
             study.tell(trial, state=TrialState.FAIL)
@@ -172,13 +229,60 @@ def _ask(study: optuna.Study, storage, count: int, enqueued_only: bool) -> list[
     return trials
 
 
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Re-enqueues a failed trial's point, as Optuna's RetryHeartbeatStaleTrialCallback(MAX_RETRY)
+    does (same system attributes: `failed_trial`, `retry_history`), less the attributes naming
+    the process that held it: until a worker asks the copy, nobody holds it."""
+    system_attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs}
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+    if len(system_attrs["retry_history"]) > MAX_RETRY:
+        return  # given up: its worker died MAX_RETRY times
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, PROCESS_ATTR)}
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
+                                        distributions=trial.distributions, user_attrs=user_attrs,
+                                        system_attrs=system_attrs))
+
+
 def give_back(study: optuna.Study, trials: list[optuna.Trial]) -> None:
     """Fails trials this worker cannot finish and re-enqueues their points for another worker."""
-    with quiet_optuna():
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)
     for trial in trials:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
-            retry(study, study.tell(trial, state=TrialState.FAIL))
+            retry_trial(study, study.tell(trial, state=TrialState.FAIL))
+
+
+def _abandoned(trial: optuna.trial.FrozenTrial, grace_period: float) -> bool:
+    """Whether no live worker holds this RUNNING trial: its process here has exited, or its worker
+    died between asking it and naming itself (no name `grace_period` s after it started)."""
+    holder = trial.user_attrs.get(PROCESS_ATTR)
+    if holder is not None:
+        return holder != process_identity() and process_gone(holder)
+    if WORKER_ATTR in trial.user_attrs or trial.datetime_start is None:
+        return False  # a worker without /proc: only its heartbeat tells
+    return (datetime.datetime.now() - trial.datetime_start).total_seconds() > grace_period
+
+
+def fail_abandoned_trials(study: optuna.Study, storage, spec: SweepSpec) -> int:
+    """Fails and re-enqueues (`retry_trial`) the RUNNING trials no worker will finish.
+
+    Those are the trials whose heartbeat went stale (database storages), and on
+    any storage those of `_abandoned`: whose worker process on this machine
+    has exited (a killed sweep, resumed at once), or that never got a worker's name.
+
+    Returns:
+      how many trials this call failed (not counting heartbeat-stale ones).
+    """
+    with quiet_optuna():
+        optuna.storages.fail_stale_trials(study)
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _abandoned(trial, spec.grace_period):
+            continue
+        # Two workers may both see it: the storage lets one of them fail it.
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                retry_trial(study, storage.get_trial(trial._trial_id))
+                failed += 1
+    return failed
 
 
 def work(study: optuna.Study, storage, spec: SweepSpec,
@@ -190,8 +294,7 @@ def work(study: optuna.Study, storage, spec: SweepSpec,
     """
     trained = 0
     while True:
-        with quiet_optuna():
-            optuna.storages.fail_stale_trials(study)
+        fail_abandoned_trials(study, storage, spec)
         tally = counts(study)
         finished = sum(tally[s] for s in FINISHED)
         waiting, running = tally[TrialState.WAITING], tally[TrialState.RUNNING]
