@@ -23,6 +23,7 @@ import jax
 
 from fdl.io import append_jsonl
 from fdl.optim import get_hyperparameter, set_hyperparameter
+from fdl.train.checkpoint import RunCheckpoints
 from fdl.train.checks import check_positive_int
 
 
@@ -266,8 +267,6 @@ class ModelCheckpoint(Callback):
     def __init__(self, directory, *, monitor: str | None = "val_loss", mode: str = "auto", every: int = 1,
                  every_seconds: float | None = None, keep: int = 2, resume: bool = False,
                  metadata: dict | None = None):
-        from fdl.train.checkpoint import RunCheckpoints
-
         self.checkpoints = directory if isinstance(directory, RunCheckpoints) else None
         self._owns_checkpoints = self.checkpoints is None
         self.directory = self.checkpoints.folder if self.checkpoints is not None else directory
@@ -281,8 +280,6 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, run):
         if self.checkpoints is None:
-            from fdl.train.checkpoint import RunCheckpoints
-
             self.checkpoints = RunCheckpoints(self.directory, keep=self.keep)
         if not self.resume:
             if self.checkpoints.steps():
