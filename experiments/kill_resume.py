@@ -4,11 +4,14 @@
     python experiments/kill_resume.py --smoke    # 3 kills of a tiny run (the suite's share)
 
 One uninterrupted `fdl train configs/mnist1d_mlp.yaml` (shortened, checkpoints
-every epoch) is the reference. Then the same command with `--resume auto` is
+every epoch and every few steps inside it: `callbacks.checkpoint.every_steps`)
+is the reference. Then the same command with `--resume auto` is
 started, SIGKILLed, and started again until it finishes: each kill lands at a
 random moment (start-up, a step, a validation, a record being written: up to
-50 ms after a random number of epochs is recorded), and every third lands
-inside a checkpoint write (the moment orbax's temporary folder appears). At the end the two run directories must agree bit for bit: the
+50 ms after a random number of epochs is recorded — mostly mid-epoch, so the
+resume continues from a chunk), and every third lands inside a checkpoint
+write (the moment orbax's temporary folder appears). At the end the two run
+directories must agree bit for bit: the
 newest checkpoint's arrays, every line of metrics.jsonl and summary.json —
 wall-clock fields (time_s, steps_per_s, *_s timings) aside, as they differ
 between any two runs.
@@ -31,9 +34,11 @@ from program import FDL
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("time_s", "steps_per_s", "wall_time_s", "first_step_s", "compile_s", "train_s", "eval_s", "records_s")
 OVERRIDES = {"full": ["training.epochs=30", "data.limit_train=2000", "output.plots=false",
-                      "callbacks.checkpoint.every_seconds=null", "training.verbose=0"],
+                      "callbacks.checkpoint.every_steps=4", "callbacks.checkpoint.every_seconds=null",
+                      "training.verbose=0"],
              "smoke": ["training.epochs=6", "data.limit_train=400", "model.args.hidden=[16]", "output.plots=false",
-                       "output.tensorboard=false", "callbacks.checkpoint.every_seconds=null", "training.verbose=0"]}
+                       "output.tensorboard=false", "callbacks.checkpoint.every_steps=2",
+                       "callbacks.checkpoint.every_seconds=null", "training.verbose=0"]}
 
 
 def train_command(out: Path, overrides: list[str], resume: bool) -> list[str]:
@@ -77,6 +82,18 @@ def killed_run(command: list[str], out: Path, after_epochs: int, delay: float, i
     return False
 
 
+def resumes_mid_epoch(out: Path) -> bool:
+    """Whether the newest checkpoint in `out` was written inside an epoch (so the resume starts mid-way)."""
+    from fdl.train.checkpoint import RunCheckpoints
+
+    checkpoints = RunCheckpoints(out / "checkpoints")
+    try:
+        steps = checkpoints.steps()
+        return bool(steps) and checkpoints.metadata(steps[-1])["done"] > 0
+    finally:
+        checkpoints.close()
+
+
 def without_timing(row: dict) -> dict:
     return {key: value for key, value in row.items() if key not in TIMING}
 
@@ -101,12 +118,13 @@ def kill_and_resume(workdir: Path, kills: int, *, smoke: bool, seed: int = 0) ->
     reference, killed = workdir / "reference", workdir / "killed"
     reference_s = run(train_command(reference, overrides, resume=False))
     epochs = len((reference / "metrics.jsonl").read_text().splitlines())
-    draw, done, landed, inside = random.Random(seed), 0, 0, 0
+    draw, done, landed, inside, mid_epoch = random.Random(seed), 0, 0, 0, 0
     while landed < kills:
         write = landed % 3 == 2
         if killed_run(train_command(killed, overrides, resume=True), killed, draw.randrange(epochs),
                       draw.uniform(0.0, 0.05), write):
             landed, inside = landed + 1, inside + write
+            mid_epoch += resumes_mid_epoch(killed)
         else:
             done += 1
             break
@@ -114,7 +132,7 @@ def kill_and_resume(workdir: Path, kills: int, *, smoke: bool, seed: int = 0) ->
         run(train_command(killed, overrides, resume=True))
     a, b = fingerprint(reference), fingerprint(killed)
     differing = [key for key in a if a[key] != b[key]]
-    return {"kills": landed, "inside_writes": inside, "reference_s": reference_s, "epochs": len(a["metrics"]),
+    return {"kills": landed, "inside_writes": inside, "mid_epoch": mid_epoch, "reference_s": reference_s, "epochs": len(a["metrics"]),
             "arrays": len(a["arrays"]), "identical": not differing, "differing": differing}
 
 
@@ -130,7 +148,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         result = kill_and_resume(Path(workdir), kills, smoke=args.smoke, seed=args.seed)
-    print(f"kills {result['kills']} (inside a checkpoint write {result['inside_writes']}); reference run "
+    print(f"kills {result['kills']} (inside a checkpoint write {result['inside_writes']}, resumed mid-epoch "
+          f"{result['mid_epoch']}); reference run "
           f"{result['reference_s']:.1f} s; compared {result['epochs']} metrics lines, {result['arrays']} arrays, "
           "summary.json")
     print("PASS  identical" if result["identical"] else f"FAIL  differ: {', '.join(result['differing'])}")

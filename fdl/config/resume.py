@@ -16,7 +16,7 @@ from fdl.config.load import ConfigError
 __all__ = ["RESUMABLE_KEYS", "training_identity", "check_same_training"]
 
 RESUMABLE_KEYS = ("training.epochs", "training.verbose", "callbacks.checkpoint.every",
-                  "callbacks.checkpoint.every_seconds", "callbacks.checkpoint.keep", "output", "sample")
+                  "callbacks.checkpoint.every_steps", "callbacks.checkpoint.every_seconds", "callbacks.checkpoint.keep", "output", "sample")
 
 
 def training_identity(config: DictConfig) -> dict:

@@ -111,6 +111,7 @@ class CheckpointConfig:
     monitor: str = "val_loss"              # the best state (item "best" of every checkpoint) follows it
     mode: str = "auto"
     every: int = 1                         # epochs between checkpoints (and the final epoch)
+    every_steps: Optional[int] = None      # and inside each epoch every this many steps (null: epoch ends only)
     every_seconds: Optional[float] = 10.0  # and at least this long after the previous one (null: no wait)
     keep: int = 2                          # the newest checkpoints kept under checkpoints/<step>/
 

@@ -179,9 +179,9 @@ class NpyStream:
             raise ValueError(f"NpyStream {self.x_path.name}: batch_size must be in "
                              f"[1, {self.num_examples}], got {batch_size}")
 
-    def host_batches(self, key: PRNGKey, epoch: int, batch_size: int, *,
-                     drop_last: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """One epoch's (x, y) numpy batches in order, without prefetching.
+    def host_batches(self, key: PRNGKey, epoch: int, batch_size: int, *, drop_last: bool = True,
+                     start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """One epoch's (x, y) numpy batches in order from batch `start` on, without prefetching.
 
         Batches follow `batch_indices(key, epoch, n, batch_size)`, computed once
         for the epoch on the host.
@@ -193,6 +193,7 @@ class NpyStream:
             drop_last: Drop the last partial batch (the engine's contract). When
                 False a final batch of the `n % batch_size` left-out examples
                 follows; its different shape recompiles a jitted step.
+            start: The first batch to read (an epoch resumed part-way).
 
         Returns:
             An iterator of x (batch, *feature_shape) float32 and y (batch, ...)
@@ -206,10 +207,10 @@ class NpyStream:
         left_out = self.num_examples % batch_size
         if left_out and not drop_last:
             indices.append(np.asarray(epoch_permutation(key, epoch, self.num_examples))[-left_out:])
-        return self._read(indices, epoch)
+        return self._read(indices[start:], epoch, start)
 
-    def _read(self, indices: list[np.ndarray], epoch: int) -> Iterator:
-        for number, index in enumerate(indices):
+    def _read(self, indices: list[np.ndarray], epoch: int, start: int) -> Iterator:
+        for number, index in enumerate(indices, start):
             where = f"(epoch {epoch}, batch {number})"
             yield (as_float32(_gather(self.x, index), f"{self.x_path.name} {where}"),
                    self._labels(index, where))

@@ -107,7 +107,7 @@ def _train_locked(config: DictConfig, arguments: RunArguments, run_dir: RunDir, 
                                    background=True)
     fit_arguments["callbacks"] += [
         ModelCheckpoint(checkpoints, monitor=settings.monitor, mode=settings.mode, every=settings.every,
-                        every_seconds=settings.every_seconds, resume=resume,
+                        every_steps=settings.every_steps, every_seconds=settings.every_seconds, resume=resume,
                         metadata={"config": training_identity(config)}),
         recorder]
     fit_started = time.perf_counter()

@@ -20,10 +20,12 @@ import time
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from fdl.io import append_jsonl
 from fdl.optim import get_hyperparameter, set_hyperparameter
 from fdl.train.checkpoint import RunCheckpoints
+from fdl.train.epoch import EpochProgress
 from fdl.train.checks import check_positive_int
 
 
@@ -51,6 +53,11 @@ class Run:
     stop_training: bool = False
     epoch: int = 0  # epochs completed (a resumed run starts from its checkpoint's)
     callbacks: list = dataclasses.field(default_factory=list)  # every callback of the run, in order
+    # The epoch in progress (fdl.train.epoch.EpochProgress) when callbacks act mid-epoch
+    # (`on_chunk_end`), or the part-done epoch a checkpoint resumes; None at an epoch's end.
+    progress: Any = None
+    # () -> the EpochProgress's shapes (jax.ShapeDtypeStruct), to read a mid-epoch checkpoint into
+    progress_shapes: Callable[[], Any] | None = None
 
     def hyperparameter(self, name: str) -> float:
         """The current value of an injected optimizer hyperparameter, e.g. "learning_rate"."""
@@ -74,6 +81,7 @@ class Callback:
     callback carries something from epoch to epoch."""
 
     saves_run = False  # ModelCheckpoint: begins first (it may restore the run) and ends each epoch last
+    every_steps: int | None = None  # steps between this callback's `on_chunk_end` calls (None: never)
 
     def state_dict(self) -> dict:
         """What this callback carries across epochs: JSON-able values, and under "snapshot" an
@@ -88,6 +96,10 @@ class Callback:
 
     def on_epoch_end(self, run: Run, epoch: int, logs: dict) -> None:
         pass
+
+    def on_chunk_end(self, run: Run) -> None:
+        """Inside an epoch, after every chunk of steps (fit cuts epochs into chunks of the gcd of
+        the callbacks' `every_steps`); `run.progress` holds the epoch so far, finite."""
 
     def on_train_end(self, run: Run) -> None:
         pass
@@ -253,6 +265,10 @@ class ModelCheckpoint(Callback):
       monitor, mode: the logged quantity that decides the best state (see
         EarlyStopping); None keeps no best state.
       every: epochs between checkpoints; the last epoch is always saved.
+      every_steps: also checkpoint inside each epoch, after every this many of
+        its steps (Keras' `save_freq=N`): fit then runs the epoch in chunks of
+        N steps, with the numbers of a whole epoch, and a resumed run continues
+        mid-epoch from the exact batch (with the epoch's logs and metrics so far).
       every_seconds: also wait at least this long after the previous
         checkpoint (a kill then loses at most that much training); None: no wait.
       keep: the number of newest checkpoints kept (older ones are deleted).
@@ -265,12 +281,14 @@ class ModelCheckpoint(Callback):
     saves_run = True
 
     def __init__(self, directory, *, monitor: str | None = "val_loss", mode: str = "auto", every: int = 1,
-                 every_seconds: float | None = None, keep: int = 2, resume: bool = False,
-                 metadata: dict | None = None):
+                 every_steps: int | None = None, every_seconds: float | None = None, keep: int = 2,
+                 resume: bool = False, metadata: dict | None = None):
         self.checkpoints = directory if isinstance(directory, RunCheckpoints) else None
         self._owns_checkpoints = self.checkpoints is None
         self.directory = self.checkpoints.folder if self.checkpoints is not None else directory
         self.every = check_positive_int("ModelCheckpoint: every", every)
+        self.every_steps = None if every_steps is None else check_positive_int("ModelCheckpoint: every_steps",
+                                                                              every_steps)
         self.keep = check_positive_int("ModelCheckpoint: keep", keep)
         self.every_seconds, self.resume, self.metadata = every_seconds, resume, dict(metadata or {})
         self.tracker = Monitor("ModelCheckpoint", monitor, mode) if monitor is not None else None
@@ -286,7 +304,9 @@ class ModelCheckpoint(Callback):
                 raise ValueError(f"ModelCheckpoint: {os.fspath(self.directory)!r} already holds checkpoints — "
                                  "pass resume=True to continue them, or choose another directory")
             return
+        shapes = run.progress_shapes()
         targets = {"state": run.state, "best": run.state,
+                   "progress": jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _part_done(shapes)),
                    **{f"callback_{index}": run.state for index in range(len(run.callbacks))}}
         found = self.checkpoints.newest(targets)
         if found is not None:
@@ -308,6 +328,8 @@ class ModelCheckpoint(Callback):
                 state = {**state, "snapshot": items[f"callback_{index}"]}
             callback.load_state_dict(state)
         run.state, run.epoch = items["state"], metadata["epoch"]
+        if "progress" in items:  # saved mid-epoch
+            run.progress = EpochProgress(state=items["state"], **items["progress"])
         run.history[:] = metadata["history"]
         self.best_state = items.get("best")
         self.saved_at, self.resumed_step = (step, time.perf_counter()), step
@@ -320,12 +342,19 @@ class ModelCheckpoint(Callback):
             self.tracker.load_state_dict(state)
             self.best_epoch = state["best_epoch"]
 
+    def _waited(self) -> bool:
+        """Whether `every_seconds` have passed since the last checkpoint."""
+        return (self.every_seconds is None or self.saved_at is None
+                or time.perf_counter() - self.saved_at[1] >= self.every_seconds)
+
     def on_epoch_end(self, run, epoch, logs):
         if self.tracker is not None and self.tracker.improved(self.tracker.value(logs)):
             self.best_state, self.best_epoch = run.snapshot(), epoch
-        waited = (self.every_seconds is None or self.saved_at is None
-                  or time.perf_counter() - self.saved_at[1] >= self.every_seconds)
-        if epoch % self.every == 0 and waited:
+        if epoch % self.every == 0 and self._waited():
+            self.save(run)
+
+    def on_chunk_end(self, run):
+        if self.every_steps is not None and int(run.progress.done) % self.every_steps == 0 and self._waited():
             self.save(run)
 
     def on_train_end(self, run):
@@ -339,11 +368,15 @@ class ModelCheckpoint(Callback):
                 self.checkpoints.wait()
 
     def save(self, run) -> None:
-        """Queues the checkpoint of the run as it is now (skipped if its step is saved already)."""
-        step = int(run.state.step)
+        """Queues the checkpoint of the run as it is now, mid-epoch included (skipped if its step
+        is saved already)."""
+        state = run.state if run.progress is None else run.progress.state
+        step = int(state.step)
         if self.saved_at is not None and self.saved_at[0] == step:
             return
-        items, callbacks = {"state": run.state}, []
+        items, callbacks = {"state": state}, []
+        if run.progress is not None:
+            items["progress"] = _part_done(run.progress)
         if self.best_state is not None:
             items["best"] = self.best_state
         for index, callback in enumerate(run.callbacks):
@@ -352,9 +385,16 @@ class ModelCheckpoint(Callback):
             if snapshot is not None:
                 items[f"callback_{index}"] = snapshot
             callbacks.append([type(callback).__name__, state])
-        self.checkpoints.save(step, items, {"epoch": run.epoch, "step": step, "history": list(run.history),
-                                            "callbacks": callbacks, "run": self.metadata})
+        done = 0 if run.progress is None else int(run.progress.done)  # steps of the epoch after `epoch`
+        self.checkpoints.save(step, items, {"epoch": run.epoch, "done": done, "step": step,
+                                            "history": list(run.history), "callbacks": callbacks,
+                                            "run": self.metadata})
         self.saved_at = (step, time.perf_counter())
+
+
+def _part_done(progress) -> dict:
+    """What a mid-epoch checkpoint keeps of an EpochProgress beside its state (item "state")."""
+    return {"logs": progress.logs, "metrics": progress.metrics, "done": progress.done}
 
 
 class HistoryLogger(Callback):

@@ -1,4 +1,5 @@
-"""Whole epochs: fused into one `lax.scan` on the device, or stepped from the host.
+"""Whole epochs: fused into one `lax.scan` on the device, or stepped from the host — and
+epochs taken in parts (`EpochProgress`), so a long epoch can be checkpointed mid-way.
 
 The data is any pytree of arrays with a shared leading example axis (`(x, y)`, a
 dict, a bare `x`). Every path takes the batches in the order
@@ -7,9 +8,19 @@ the last partial batch, so they see the same examples and give the same
 parameters. A step is `step(state, batch) -> (state, logs)` (fdl.train.step);
 an epoch returns the per-step logs, stacked, and the exact metrics of the
 predictions the objective gave (`fdl.objectives.PREDICTIONS`).
+
+Every path computes an epoch the same way: `begin_epoch` makes an
+`EpochProgress` (the state, an empty buffer per log, each metric's
+accumulator), `advance_epoch` takes steps — writing step i's logs into row i
+and adding its predictions to the accumulators, step after step — and
+`finish_epoch` reads the logs and computes the metrics. An epoch advanced in
+chunks of any size therefore does the very same arithmetic in the same order
+as one whole-epoch scan: XLA:CPU compiles the same step body the same way, and
+the numbers are bit for bit those of the whole scan (tests/train/test_chunks.py).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable, Sequence
 
 import jax
@@ -24,9 +35,10 @@ from fdl.train.state import TrainState, data_key
 from fdl.train.step import all_finite, guard
 
 __all__ = [
-    "num_examples", "take", "make_train_epoch", "make_batches_epoch", "stage_epoch",
-    "epoch_is_finite", "epoch_summary", "make_replay_epoch", "make_replay_batches", "make_step_epoch",
-    "host_batches", "make_host_epoch", "replay_host_epoch",
+    "num_examples", "take", "EpochProgress", "begin_epoch", "advance_epoch", "finish_epoch",
+    "progress_is_finite", "make_train_epoch", "make_batches_epoch", "stage_epoch",
+    "epoch_is_finite", "epoch_summary", "make_replay_epoch", "make_replay_batches", "StepEpoch",
+    "host_batches", "HostEpoch", "replay_host_epoch",
 ]
 
 
@@ -46,33 +58,114 @@ def _split_predictions(logs: dict):
     return logs, logs.pop(PREDICTIONS, None)
 
 
-def _epoch_metrics(metrics: Sequence[Metric], predictions) -> dict:
-    """Exact metrics over every example trained on in the epoch (train-mode outputs).
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class EpochProgress:
+    """An epoch part-way through: what a mid-epoch checkpoint saves to resume it exactly.
 
-    predictions: (outputs, targets), each (steps, batch, ...).
+    Attributes:
+      state: the TrainState after `done` steps of the epoch.
+      logs: name -> (num_batches,) per-step values; rows from `done` on are zeros.
+      metrics: metric name -> its accumulator over the examples of steps < done.
+      done: () int32, the steps of the epoch taken (the position in its batch order).
     """
-    if not metrics:
-        return {}
-    if predictions is None:
-        names = ", ".join(m.name for m in metrics)
-        raise ValueError(f"metrics [{names}]: the objective gives no predictions to measure — pass "
-                         f"metrics=[] or return logs[{PREDICTIONS!r}] = (outputs, targets)")
-    outputs, targets = (jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), part) for part in predictions)
-    mask = jnp.ones(outputs.shape[0], bool)
-    return {m.name: m.compute(m.update(m.init(outputs.shape[0]), outputs, targets, mask))
-            for m in metrics}
+
+    state: TrainState
+    logs: dict
+    metrics: dict
+    done: jax.Array
+
+
+def _no_predictions(metrics: Sequence[Metric]) -> ValueError:
+    names = ", ".join(m.name for m in metrics)
+    return ValueError(f"metrics [{names}]: the objective gives no predictions to measure — pass "
+                      f"metrics=[] or return logs[{PREDICTIONS!r}] = (outputs, targets)")
+
+
+def _init_metrics(metrics: Sequence[Metric], batch, num_batches: int) -> dict:
+    """Each metric's empty accumulator for an epoch of `num_batches` batches like `batch`."""
+    capacity = num_batches * num_examples(batch)
+    return {m.name: m.init(capacity) for m in metrics}
+
+
+def begin_epoch(step, metrics: Sequence[Metric], state: TrainState, batch, num_batches: int) -> EpochProgress:
+    """The progress of an epoch of `num_batches` steps before its first step.
+
+    `batch` (arrays or `jax.ShapeDtypeStruct`s) shows the shapes of a batch;
+    the logs' shapes are read off the step's. Pure: call it inside a trace.
+    """
+    logs, _ = _split_predictions(jax.eval_shape(step, state, batch)[1])
+    return EpochProgress(
+        state=state, logs={name: jnp.zeros((num_batches, *s.shape), s.dtype) for name, s in logs.items()},
+        metrics=_init_metrics(metrics, batch, num_batches), done=jnp.zeros((), jnp.int32))
+
+
+def _taken(step, metrics: Sequence[Metric], state: TrainState, accumulators: dict, batch):
+    """One step on `batch` and its predictions measured: (state, accumulators, scalar logs)."""
+    state, logs = step(state, batch)
+    logs, predictions = _split_predictions(logs)
+    if metrics:
+        if predictions is None:
+            raise _no_predictions(metrics)
+        outputs, targets = predictions
+        mask = jnp.ones(outputs.shape[0], bool)
+        accumulators = {m.name: m.update(accumulators[m.name], outputs, targets, mask) for m in metrics}
+    return state, accumulators, logs
+
+
+def _scan_steps(step, metrics: Sequence[Metric], state: TrainState, accumulators: dict, xs, batch_of):
+    """One `lax.scan` step per leading row of `xs` (batch i is `batch_of(xs[i])`):
+    (state, accumulators, logs name -> (steps,))."""
+
+    def body(carry, item):
+        state, accumulators, logs = _taken(step, metrics, *carry, batch_of(item))
+        return (state, accumulators), logs
+
+    (state, accumulators), logs = jax.lax.scan(body, (state, accumulators), xs)
+    return state, accumulators, logs
+
+
+def advance_epoch(step, metrics: Sequence[Metric], progress: EpochProgress, xs, batch_of=lambda batch: batch):
+    """`progress` after one step per leading row of `xs`, as one `lax.scan`.
+
+    Step i takes `batch_of(xs[i])`: xs the chunk's batches in place (every
+    leaf (steps, batch_size, ...)), or its rows of the epoch's batch indices
+    with `batch_of` gathering them.
+    """
+    state, accumulators, logs = _scan_steps(step, metrics, progress.state, progress.metrics, xs, batch_of)
+    return EpochProgress(state=state, metrics=accumulators, done=progress.done + num_examples(xs),
+                         logs={name: jax.lax.dynamic_update_slice(progress.logs[name], values, (progress.done,))
+                               for name, values in logs.items()})
+
+
+def _step_once(step, metrics: Sequence[Metric], progress: EpochProgress, batch) -> EpochProgress:
+    """`progress` after one step on `batch` (the stepped paths' program)."""
+    state, accumulators, logs = _taken(step, metrics, progress.state, progress.metrics, batch)
+    return EpochProgress(state=state, metrics=accumulators, done=progress.done + 1,
+                         logs={name: progress.logs[name].at[progress.done].set(value) for name, value in logs.items()})
+
+
+def finish_epoch(metrics: Sequence[Metric], progress: EpochProgress):
+    """(state, logs name -> (num_batches,), train_metrics name -> value) of a finished epoch."""
+    return progress.state, progress.logs, {m.name: m.compute(progress.metrics[m.name]) for m in metrics}
+
+
+def progress_is_finite(progress: EpochProgress) -> jax.Array:
+    """() bool: every loss logged so far and every parameter is finite (what a checkpoint may keep)."""
+    taken = jnp.arange(progress.logs["loss"].shape[0]) < progress.done
+    return jnp.all(jnp.isfinite(progress.logs["loss"]) | ~taken) & all_finite(progress.state.params)
 
 
 def _scan_epoch(step, metrics: Sequence[Metric], state: TrainState, xs, batch_of):
-    """One `lax.scan` of `step` over `xs` (batch i is `batch_of(xs[i])`): (state, logs, train_metrics)."""
+    """A whole epoch, one step per row of `xs`, as one program: (state, logs, train_metrics).
 
-    def body(state, item):
-        state, logs = step(state, batch_of(item))
-        logs, predictions = _split_predictions(logs)
-        return state, (logs, predictions if metrics else None)
-
-    state, (logs, predictions) = jax.lax.scan(body, state, xs)
-    return state, logs, _epoch_metrics(metrics, predictions)
+    The arithmetic of `begin_epoch`, `advance_epoch` over all of xs and
+    `finish_epoch`, without tracing the step a second time for the logs' shapes.
+    """
+    first = batch_of(jax.tree.map(lambda leaf: leaf[0], xs))
+    accumulators = _init_metrics(metrics, first, num_examples(xs))
+    state, accumulators, logs = _scan_steps(step, metrics, state, accumulators, xs, batch_of)
+    return state, logs, {m.name: m.compute(accumulators[m.name]) for m in metrics}
 
 
 def make_train_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
@@ -110,7 +203,7 @@ def stage_epoch(data, rows: np.ndarray):
     """The epoch's batches cut on the host: every leaf `leaf[rows]`, (num_batches, batch_size, ...).
 
     data: a pytree of numpy arrays with n examples; rows: (num_batches,
-    batch_size) indices of one epoch (`fdl.data.batch_indices`).
+    batch_size) indices of one epoch (`fdl.data.batch_indices`), or of a chunk of it.
     """
     return jax.tree.map(lambda leaf: leaf[rows], data)
 
@@ -154,7 +247,8 @@ def make_replay_epoch(step):
     """`replay(state, data, indices) -> (last finite state, first failed step or -1)`.
 
     Re-runs an epoch that went wrong under `guard`, from the state it started
-    from, to find the step that produced a non-finite loss or params.
+    from (or from a state part-way, over the rest of its indices), to find the
+    step that produced a non-finite loss or params.
     """
 
     def replay(state: TrainState, data, indices):
@@ -168,94 +262,91 @@ def make_replay_batches(step):
     return lambda state, batches: _replay_scan(step, state, batches, lambda batch: batch)
 
 
-def _stepped(step, metrics: Sequence[Metric]):
-    """The compiled pieces of an epoch stepped from the host, one jit call per step.
+class _Stepped:
+    """An epoch stepped from the host, one compiled call per step, in parts or whole.
 
-    The carry — a copy of the state (so the caller's starting state survives),
-    the per-step logs and the metric accumulators — stays on the device and
-    is donated to every step, so a step costs one dispatch and no allocation.
-
-    Returns:
-      begin(state, batch, num_batches, batch_size) -> carry (compiled; `batch` shows the
-      logs' shapes); advance(carry, i, batch) -> carry (pure: each path compiles it with its
-      own way of getting the batch, donating the carry); finish(carry) -> (state, logs
-      name -> (num_batches,), train_metrics) (compiled).
+    The progress stays on the device and is donated to every step, so a step
+    costs one dispatch and no allocation; `begin` copies the state first, so
+    the caller's starting state survives.
     """
 
-    def begin(state, batch, num_batches: int, batch_size: int):
-        logs, _ = _split_predictions(jax.eval_shape(step, state, batch)[1])
-        buffers = {name: jnp.zeros((num_batches, *shape.shape), shape.dtype) for name, shape in logs.items()}
-        accumulators = {m.name: m.init(num_batches * batch_size) for m in metrics}
-        return jax.tree.map(jnp.copy, state), buffers, accumulators
+    def __init__(self, metrics: Sequence[Metric]):
+        self._finish = jax.jit(lambda progress: finish_epoch(metrics, progress))
 
-    def advance(carry, i, batch):
-        state, buffers, accumulators = carry
-        state, logs = step(state, batch)
-        logs, predictions = _split_predictions(logs)
-        if metrics:
-            if predictions is None:
-                _epoch_metrics(metrics, None)  # raises, naming the metrics
-            outputs, targets = predictions
-            mask = jnp.ones(outputs.shape[0], bool)
-            accumulators = {m.name: m.update(accumulators[m.name], outputs, targets, mask) for m in metrics}
-        buffers = {name: buffers[name].at[i].set(value) for name, value in logs.items()}
-        return state, buffers, accumulators
-
-    def finish(carry):
-        state, buffers, accumulators = carry
-        return state, buffers, {m.name: m.compute(accumulators[m.name]) for m in metrics}
-
-    return jax.jit(begin, static_argnums=(2, 3)), advance, jax.jit(finish)
+    def finish(self, progress: EpochProgress):
+        """(state, logs name -> (num_batches,), train_metrics) of the finished epoch."""
+        return self._finish(progress)
 
 
-def make_step_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
-    """The per-step path: `run(state, data, indices) -> (state, logs, train_metrics)`.
+class StepEpoch(_Stepped):
+    """The per-step path over data on the device: each call gathers its own batch.
 
-    The same batches, step and metrics as the fused epoch, one jit call per
-    step driven from the host; the data stays on the device and each call
-    gathers its own batch.
+    `epoch(state, data, indices) -> (state, logs, train_metrics)` runs a whole
+    epoch; `begin`, `advance` and `finish` take it in parts. The same batches,
+    step and metrics as the fused epoch.
     """
-    begin, advance, finish = _stepped(step, metrics)
-    one = jax.jit(lambda carry, data, indices, i: advance(carry, i, take(data, indices[i])),
-                  donate_argnums=0)
 
-    def run(state, data, indices):
+    def __init__(self, step, metrics: Sequence[Metric] = ()):
+        super().__init__(metrics)
+        self._begin = jax.jit(lambda state, data, indices: begin_epoch(
+            step, metrics, jax.tree.map(jnp.copy, state), take(data, indices[0]), indices.shape[0]))
+        self._one = jax.jit(lambda progress, data, indices: _step_once(
+            step, metrics, progress, take(data, indices[progress.done])), donate_argnums=0)
+
+    def begin(self, state: TrainState, data, indices) -> EpochProgress:
+        """The progress before the first step of the epoch whose batches are `indices` (num_batches, batch_size)."""
+        return self._begin(state, data, indices)
+
+    def advance(self, progress: EpochProgress, data, indices, steps: int) -> EpochProgress:
+        """`progress` after `steps` more steps of the epoch whose batches are `indices`."""
+        for _ in range(steps):
+            progress = self._one(progress, data, indices)
+        return progress
+
+    def __call__(self, state: TrainState, data, indices):
         indices = jnp.asarray(indices)
-        carry = begin(state, take(data, indices[0]), indices.shape[0], batch_size)
-        for i in range(indices.shape[0]):
-            carry = one(carry, data, indices, i)
-        return finish(carry)
-
-    return run
+        progress = self.begin(state, data, indices)
+        return self.finish(self.advance(progress, data, indices, indices.shape[0]))
 
 
-def host_batches(state: TrainState, data, epoch: int, batch_size: int) -> Iterable:
-    """The epoch's batches gathered on the host (numpy), in the fused epoch's order."""
+def host_batches(state: TrainState, data, epoch: int, batch_size: int, *, start: int = 0) -> Iterable:
+    """The epoch's batches from batch `start` on, gathered on the host (numpy), in the fused epoch's order."""
     indices = np.asarray(batch_indices(data_key(state), epoch, num_examples(data), batch_size))
-    for rows in indices:
+    for rows in indices[start:]:
         yield take(data, rows)
 
 
-def make_host_epoch(step, batch_size: int, metrics: Sequence[Metric] = ()):
-    """The path for data that stays on the host: `run(state, batches, num_batches) -> (state,
-    logs, train_metrics)`.
+class HostEpoch(_Stepped):
+    """The path for data that stays on the host.
 
-    `batches` yields batches of `batch_size` examples (pytrees of numpy or
-    device arrays), e.g. `host_batches` through a `fdl.data.Prefetcher`, or a
-    `fdl.data.NpyStream` epoch; the step and metrics are the fused epoch's.
+    `epoch(state, batches, num_batches) -> (state, logs, train_metrics)` runs a
+    whole epoch over `batches` — batches of `batch_size` examples (pytrees of
+    numpy or device arrays), e.g. `host_batches` through a
+    `fdl.data.Prefetcher`, or a `fdl.data.NpyStream` epoch; `begin`, `advance`
+    and `finish` take it in parts. The step and metrics are the fused epoch's.
     """
-    begin, advance, finish = _stepped(step, metrics)
-    one = jax.jit(advance, donate_argnums=0)
 
-    def run(state, batches, num_batches: int):
-        carry = None
-        for i, batch in enumerate(batches):
-            if carry is None:
-                carry = begin(state, batch, num_batches, batch_size)
-            carry = one(carry, i, batch)
-        return finish(carry)
+    def __init__(self, step, metrics: Sequence[Metric] = ()):
+        super().__init__(metrics)
+        self._begin = jax.jit(lambda state, batch, num_batches: begin_epoch(
+            step, metrics, jax.tree.map(jnp.copy, state), batch, num_batches), static_argnums=2)
+        self._one = jax.jit(lambda progress, batch: _step_once(step, metrics, progress, batch), donate_argnums=0)
 
-    return run
+    def begin(self, state: TrainState, batch, num_batches: int) -> EpochProgress:
+        """The progress before the first of `num_batches` steps (`batch`, the first, shows their shapes)."""
+        return self._begin(state, batch, num_batches)
+
+    def advance(self, progress: EpochProgress, batches: Iterable) -> EpochProgress:
+        """`progress` after one step per batch of `batches` (the epoch's next ones)."""
+        for batch in batches:
+            progress = self._one(progress, batch)
+        return progress
+
+    def __call__(self, state: TrainState, batches: Iterable, num_batches: int):
+        batches = iter(batches)
+        first = next(batches)
+        progress = self.advance(self.begin(state, first, num_batches), [first])
+        return self.finish(self.advance(progress, batches))
 
 
 def replay_host_epoch(step, state: TrainState, batches):

@@ -6,6 +6,7 @@ the validation split and runs the callbacks on the host.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -194,8 +195,9 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
       (state, history): the final TrainState (or the best one if an
       EarlyStopping callback restores it) and a History of per-epoch logs.
 
-    A first SIGINT (Ctrl-C) or SIGTERM lets the epoch finish and the callbacks
-    end (a ModelCheckpoint writes its checkpoint), then raises
+    A first SIGINT (Ctrl-C) or SIGTERM lets the epoch (or, with a callback
+    acting every N steps, the chunk of N steps) finish and the callbacks end
+    (a ModelCheckpoint writes its checkpoint), then raises
     TrainingInterrupted; a second acts at once (fdl.train.interrupt).
 
     Raises:
@@ -234,15 +236,15 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
         state = init_train_state(model, input_shape, tx, seed)
     train_step = make_custom_step(step) if step is not None else make_train_step(
         model, loss_fn, tx, objective=objective, augment=augment, per_example=per_example)
-    steps_per_epoch = n // batch_size
     if placement == "auto":
         placement = "host" if stream is not None or not fits_on_device(data) else "device"
     if placement == "device":
-        run_epoch, replay_epoch = device_epochs(train_step, batch_size, metric_list, fused, data)
+        epoch_runner = device_epochs(train_step, batch_size, metric_list, fused, data)
     elif placement == "host":
-        run_epoch, replay_epoch = host_epochs(train_step, batch_size, metric_list, data, stream)
+        epoch_runner = host_epochs(train_step, batch_size, metric_list, data, stream)
     else:
         raise ValueError(f"fit: placement must be 'auto', 'device' or 'host', got {placement!r}")
+    steps_per_epoch = epoch_runner.steps_per_epoch
     # Owned by this run: one compiled validation program for every epoch, its split staged once.
     evaluator = staged_val = None
     if val_data is not None:
@@ -250,27 +252,68 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
                               batch_size=eval_batch_size)
         staged_val = evaluator.stage(*(val_data if supervised_path else (val_data,)))
 
-    def dispatch(state: TrainState, epoch: int):
-        """The epoch and its validation, queued on the device; nothing waits for them here."""
-        new_state, summary = run_epoch(state, epoch)
-        scores = None if evaluator is None else evaluator.evaluate_staged(
-            new_state.params, new_state.model_state, staged_val)
-        return new_state, summary, scores
+    def validate(new_state: TrainState):
+        """The validation scores of `new_state`, queued (None without val)."""
+        if evaluator is None:
+            return None
+        return evaluator.evaluate_staged(new_state.params, new_state.model_state, staged_val)
 
     handlers = [ProgressBar(verbose)] + [as_callback(c) for c in callbacks]
+    # Callbacks that act mid-epoch (ModelCheckpoint(every_steps=N)) cut every epoch into chunks.
+    chunk = math.gcd(*(h.every_steps for h in handlers if h.every_steps)) or steps_per_epoch
+    chunked = chunk < steps_per_epoch
     run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch, history=History(),
-              epoch=int(state.step) // steps_per_epoch, callbacks=handlers)
+              epoch=int(state.step) // steps_per_epoch, callbacks=handlers,
+              progress_shapes=lambda: jax.eval_shape(epoch_runner.begin, run.state, 0))
     # A callback that saves the run (ModelCheckpoint) begins first, as it may restore the run
     # from a checkpoint; it ends each epoch last, so it saves what every other callback decided.
     savers = [handler for handler in handlers if handler.saves_run]
     others = [handler for handler in handlers if not handler.saves_run]
     clock, host_seconds, interrupted = CompileClock(), 0.0, None
+
+    def in_chunks(state: TrainState, epoch: int, progress):
+        """The epoch from `progress` (None: its start) in chunks of `chunk` steps, each chunk's
+        end shown to the callbacks (`on_chunk_end`, run.progress) while the next one runs.
+
+        Returns (new_state, summary, scores), or None when a signal stopped the epoch
+        mid-way (run.progress then holds its last finite chunk, for the savers to keep).
+        """
+        nonlocal interrupted
+        start = 0 if progress is None else int(progress.done)
+        stops = [stop for stop in range(chunk, steps_per_epoch, chunk) if stop > start] + [steps_per_epoch]
+        current = epoch_runner.advance(epoch_runner.begin(state, epoch) if progress is None else progress,
+                                       epoch, start, stops[0])
+        for stop, next_stop in zip(stops, stops[1:]):
+            # the next chunk runs while the callbacks see this one, unless its steps reuse (donate) its buffers
+            ahead = None if epoch_runner.donates else epoch_runner.advance(current, epoch, stop, next_stop)
+            if epoch_runner.is_finite(current):  # a failed chunk is never kept; the epoch's end names its step
+                run.progress = current
+                for handler in others + savers:
+                    handler.on_chunk_end(run)
+            interrupted = received()
+            if interrupted is not None:
+                return None
+            current = ahead if ahead is not None else epoch_runner.advance(current, epoch, stop, next_stop)
+        run.progress = None
+        new_state, summary = epoch_runner.finish(current)
+        return new_state, summary, validate(new_state)
+
+    def dispatch(state: TrainState, epoch: int, progress=None):
+        """The epoch and its validation: queued on the device as a whole (nothing waits for them
+        here), or run chunk by chunk when callbacks act mid-epoch or the epoch is part-done."""
+        if chunked or progress is not None:
+            return in_chunks(state, epoch, progress)
+        new_state, summary = epoch_runner.run(state, epoch)
+        return new_state, summary, validate(new_state)
+
     with graceful_interrupts() as received:
         try:
             for handler in savers + others:
                 handler.on_train_begin(run)
-            epoch = run.epoch
-            pending = dispatch(run.state, epoch) if epoch < epochs else None
+            epoch, progress = run.epoch, run.progress
+            # where a replay of the epoch would start: the state the epoch (or its resumed part) began from
+            origin = (run.state if progress is None else progress.state, 0 if progress is None else int(progress.done))
+            pending = dispatch(run.state, epoch, progress) if epoch < epochs else None
             run.history.timing["first_step_s"] = time.perf_counter() - started
             arrived = time.perf_counter()
             while pending is not None:
@@ -278,19 +321,20 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
                 # The next epoch is queued before this one's logs are read, so the device
                 # trains while the host runs the callbacks. It starts from this epoch's
                 # state; if a callback changes the state (a new learning rate) or stops,
-                # it is dropped and the numbers are those of waiting.
-                ahead = dispatch(new_state, epoch + 1) if epoch + 1 < epochs else None
+                # it is dropped and the numbers are those of waiting. (An epoch in chunks
+                # waits for its callbacks between chunks, so it is not queued ahead.)
+                ahead = dispatch(new_state, epoch + 1) if epoch + 1 < epochs and not chunked else None
                 summary, scores = jax.device_get((summary, scores))  # the epoch's one read
                 seconds, arrived = time.perf_counter() - arrived, time.perf_counter()
                 if not summary.pop("finite"):
-                    good_state, bad = replay_epoch(run.state, epoch)
-                    raise NonFiniteLossError(epoch + 1, int(bad) + 1, int(good_state.step) + 1, good_state,
-                                             run.history)
+                    good_state, bad = epoch_runner.replay(origin[0], epoch, origin[1])
+                    raise NonFiniteLossError(epoch + 1, origin[1] + int(bad) + 1, int(good_state.step) + 1,
+                                             good_state, run.history)
                 run.state, run.epoch = new_state, epoch + 1
                 logs = {"epoch": epoch + 1, **to_python(summary)}
                 if scores is not None:
                     logs.update({f"val_{k}": v for k, v in to_floats(scores).items()})
-                logs.update(time_s=seconds, steps_per_s=steps_per_epoch / seconds)
+                logs.update(time_s=seconds, steps_per_s=(steps_per_epoch - origin[1]) / seconds)
                 run.history.append(logs)
                 for handler in others + savers:
                     handler.on_epoch_end(run, epoch + 1, logs)
@@ -300,7 +344,8 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
                 epoch += 1
                 if run.stop_training or epoch >= epochs:
                     break
-                pending = ahead if run.state is new_state else dispatch(run.state, epoch)
+                origin = (run.state, 0)
+                pending = ahead if ahead is not None and run.state is new_state else dispatch(run.state, epoch)
         finally:
             for handler in savers + others:  # savers first: they save the last epoch's state
                 handler.on_train_end(run)
@@ -308,7 +353,9 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
                                       fit_s=time.perf_counter() - started)
             clock.close()
     if interrupted is not None and run.epoch < epochs:
-        raise TrainingInterrupted(interrupted, run.epoch, run.state, run.history)
+        if run.progress is None:
+            raise TrainingInterrupted(interrupted, run.epoch, run.state, run.history)
+        raise TrainingInterrupted(interrupted, run.epoch, run.progress.state, run.history, int(run.progress.done))
     return run.state, run.history
 
 

@@ -1,26 +1,29 @@
 """Where the training data (a pytree of arrays) lives during `fit`: on the device, or on the
 host and streamed; and how a fused epoch gets its shuffled batches on this platform.
 
-Both give `run(state, epoch) -> (state, summary)` (see `fdl.train.epoch.epoch_summary`) and
-`replay(state, epoch) -> (last finite state, first failed step or -1)` over the
-same batches in the same order (`fdl.data.order.batch_indices`).
+Every placement gives an `Epochs`: the run's epochs, whole (`run`) or in chunks
+(`begin`, `advance`, `finish`, so a long epoch can be checkpointed and resumed
+mid-way), and `replay` to find a failed step — all over the same batches in
+the same order (`fdl.data.order.batch_indices`), with the same numbers.
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fdl.data.stream import NpyStream, Prefetcher
 from fdl.data.order import batch_indices
-from fdl.train.epoch import (epoch_summary, host_batches, make_batches_epoch, make_host_epoch, make_replay_batches,
-                             make_replay_epoch, make_step_epoch, make_train_epoch, num_examples,
-                             replay_host_epoch, stage_epoch)
-from fdl.train.state import data_key
+from fdl.data.stream import NpyStream, Prefetcher
+from fdl.train.epoch import (EpochProgress, HostEpoch, StepEpoch, advance_epoch, begin_epoch, epoch_summary,
+                             finish_epoch, host_batches, make_batches_epoch, make_replay_batches,
+                             make_replay_epoch, make_train_epoch, num_examples, progress_is_finite,
+                             replay_host_epoch, stage_epoch, take)
+from fdl.train.state import TrainState, data_key
 
-__all__ = ["DEVICE_SHARE", "free_device_bytes", "fits_on_device", "default_feed", "device_epochs",
+__all__ = ["DEVICE_SHARE", "free_device_bytes", "fits_on_device", "default_feed", "Epochs", "device_epochs",
            "host_epochs"]
 
 
@@ -54,7 +57,146 @@ def default_feed(platform: str | None = None) -> str:
     return "staged" if (platform or jax.default_backend()) == "cpu" else "gather"
 
 
-def device_epochs(step, batch_size: int, metrics, fused: bool, data, *, feed: str = "auto"):
+def _summarized(state, logs, train_metrics):
+    return state, epoch_summary(state, logs, train_metrics)
+
+
+class Epochs:
+    """A run's epochs on one placement, whole or in chunks.
+
+    `run(state, epoch) -> (state, summary)`: the whole epoch, queued (one
+    program when fused); `summary` is `fdl.train.epoch.epoch_summary`'s.
+    `begin(state, epoch) -> EpochProgress`, `advance(progress, epoch, start,
+    stop)` (steps start .. stop - 1 of the epoch) and `finish(progress) ->
+    (state, summary)` take it in chunks with the numbers of `run`.
+    `is_finite(progress)`: () bool, whether a chunk may be checkpointed.
+    `donates`: whether `advance` reuses the buffers of the progress it is given
+    (the stepped paths do, so a step allocates nothing).
+    `replay(state, epoch, start=0) -> (last finite state, first failed step of
+    the epoch or -1)`, from a state after `start` steps of the epoch.
+    No state is donated: the state an epoch starts from is kept until the
+    epoch is known to be finite, so a NaN never overwrites the last good state.
+    """
+
+    donates = False
+
+    def __init__(self, step, batch_size: int, metrics, data):
+        self.steps_per_epoch = num_examples(data) // batch_size
+        self._num_examples, self._batch_size = num_examples(data), batch_size
+        self._key = self._rows = None
+        self._finish = jax.jit(lambda progress: _summarized(*finish_epoch(metrics, progress)))
+        self.is_finite = jax.jit(progress_is_finite)
+
+    def indices(self, state: TrainState, epoch: int) -> np.ndarray:
+        """(steps_per_epoch, batch_size) int: the epoch's batches (`fdl.data.batch_indices`)."""
+        if self._key is None:  # the run's key, read once: it is the same for every epoch
+            self._key = np.asarray(data_key(state))
+        if self._rows is None or self._rows[0] != epoch:  # drawn once for all the chunks of an epoch
+            self._rows = epoch, batch_indices(self._key, epoch, self._num_examples, self._batch_size)
+        return self._rows[1]
+
+    def finish(self, progress: EpochProgress):
+        return self._finish(progress)
+
+
+class _FusedEpochs(Epochs):
+    """Each epoch (or chunk) one `lax.scan`; `feed` says how its steps get their batches."""
+
+    def __init__(self, step, batch_size: int, metrics, data, feed: str):
+        super().__init__(step, batch_size, metrics, data)
+        self._staged = feed == "staged"
+        spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), data)
+        self._begin = jax.jit(lambda state: begin_epoch(step, metrics, state, spec, self.steps_per_epoch))
+        if self._staged:
+            self._data = jax.tree.map(np.asarray, data)
+            train_epoch = make_batches_epoch(step, metrics)
+            self._run = jax.jit(lambda state, batches: _summarized(*train_epoch(state, batches)))
+            self._advance = jax.jit(lambda progress, batches: advance_epoch(step, metrics, progress, batches))
+            self._replay = jax.jit(make_replay_batches(step))
+        else:
+            self._data = jax.device_put(jax.tree.map(jnp.asarray, data))
+            train_epoch = make_train_epoch(step, batch_size, metrics)
+            self._run = jax.jit(lambda state, data, rows: _summarized(*train_epoch(state, data, rows)))
+            self._advance = jax.jit(lambda progress, data, rows: advance_epoch(
+                step, metrics, progress, rows, lambda batch_rows: take(data, batch_rows)))
+            self._replay = jax.jit(make_replay_epoch(step))
+
+    def _feed(self, state, epoch: int, start: int = 0, stop: int | None = None) -> tuple:
+        """The arguments after the state that give steps start .. stop - 1 their batches."""
+        rows = self.indices(state, epoch)[start:stop]
+        # staged: the batches cut on the host and uploaded (the next epoch's while this one trains)
+        return (jax.device_put(stage_epoch(self._data, rows)),) if self._staged else (self._data, rows)
+
+    def run(self, state, epoch):
+        return self._run(state, *self._feed(state, epoch))
+
+    def begin(self, state, epoch):
+        return self._begin(state)
+
+    def advance(self, progress, epoch, start, stop):
+        return self._advance(progress, *self._feed(progress.state, epoch, start, stop))
+
+    def replay(self, state, epoch, start=0):
+        return self._replay(state, *self._feed(state, epoch, start))
+
+
+class _SteppedEpochs(Epochs):
+    """One compiled call per step from the host, the data on the device."""
+
+    donates = True
+
+    def __init__(self, step, batch_size: int, metrics, data):
+        super().__init__(step, batch_size, metrics, data)
+        self._data = jax.device_put(jax.tree.map(jnp.asarray, data))
+        self._stepper = StepEpoch(step, metrics)
+        self._replay = jax.jit(make_replay_epoch(step))
+
+    def run(self, state, epoch):
+        return self.finish(self.advance(self.begin(state, epoch), epoch, 0, self.steps_per_epoch))
+
+    def begin(self, state, epoch):
+        return self._stepper.begin(state, self._data, self.indices(state, epoch))
+
+    def advance(self, progress, epoch, start, stop):
+        return self._stepper.advance(progress, self._data, self.indices(progress.state, epoch), stop - start)
+
+    def replay(self, state, epoch, start=0):
+        return self._replay(state, self._data, self.indices(state, epoch)[start:])
+
+
+class _HostEpochs(Epochs):
+    """The data (numpy, memory-mapped or an NpyStream) stays on the host; batches are prefetched."""
+
+    donates = True
+
+    def __init__(self, step, batch_size: int, metrics, data, stream: NpyStream | None):
+        super().__init__(step, batch_size, metrics, data)
+        self._step, self._host_data, self._stream = step, data, stream
+        self._host = HostEpoch(step, metrics)
+        self._prefetch = stream.prefetch if stream is not None else 2
+
+    def _batches(self, state, epoch: int, start: int = 0):
+        """The epoch's host batches from batch `start` on (read lazily)."""
+        if self._stream is not None:
+            return self._stream.host_batches(data_key(state), epoch, self._batch_size, start=start)
+        return host_batches(state, self._host_data, epoch, self._batch_size, start=start)
+
+    def run(self, state, epoch):
+        return self.finish(self.advance(self.begin(state, epoch), epoch, 0, self.steps_per_epoch))
+
+    def begin(self, state, epoch):
+        return self._host.begin(state, next(self._batches(state, epoch)), self.steps_per_epoch)
+
+    def advance(self, progress, epoch, start, stop):
+        chunk = itertools.islice(self._batches(progress.state, epoch, start), stop - start)
+        with Prefetcher(chunk, size=self._prefetch) as prefetched:
+            return self._host.advance(progress, prefetched)
+
+    def replay(self, state, epoch, start=0):
+        return replay_host_epoch(self._step, state, self._batches(state, epoch, start))
+
+
+def device_epochs(step, batch_size: int, metrics, fused: bool, data, *, feed: str = "auto") -> Epochs:
     """Epochs for data (a pytree with a leading example axis) that fits on the device.
 
     fused with feed "staged": each epoch's batches are cut on the host in the
@@ -68,57 +210,11 @@ def device_epochs(step, batch_size: int, metrics, fused: bool, data, *, feed: st
     feed = default_feed() if feed == "auto" else feed
     if feed not in ("gather", "staged"):
         raise ValueError(f"feed: expected 'auto', 'gather' or 'staged', got {feed!r}")
-    n = num_examples(data)
-    key = None
-
-    def indices(state, epoch: int) -> np.ndarray:
-        nonlocal key
-        if key is None:  # the run's key, read once: it is the same for every epoch
-            key = np.asarray(data_key(state))
-        return batch_indices(key, epoch, n, batch_size)
-
-    # No donation: the state an epoch starts from is kept until the epoch is
-    # known to be finite, so a NaN never overwrites the last good state.
-    if fused and feed == "staged":
-        host_data = jax.tree.map(np.asarray, data)
-        train_epoch, replay = make_batches_epoch(step, metrics), jax.jit(make_replay_batches(step))
-        run = jax.jit(lambda state, batches: _summarized(*train_epoch(state, batches)))
-
-        def batches(state, epoch):
-            return jax.device_put(stage_epoch(host_data, indices(state, epoch)))
-
-        return (lambda state, epoch: run(state, batches(state, epoch)),
-                lambda state, epoch: replay(state, batches(state, epoch)))
-    data = jax.device_put(jax.tree.map(jnp.asarray, data))
     if fused:
-        train_epoch = make_train_epoch(step, batch_size, metrics)
-        run = jax.jit(lambda state, data, rows: _summarized(*train_epoch(state, data, rows)))
-    else:
-        step_epoch, summarize = make_step_epoch(step, batch_size, metrics), jax.jit(_summarized)
-        run = lambda state, data, rows: summarize(*step_epoch(state, data, rows))  # noqa: E731
-    replay = jax.jit(make_replay_epoch(step))
-    return (lambda state, epoch: run(state, data, indices(state, epoch)),
-            lambda state, epoch: replay(state, data, indices(state, epoch)))
+        return _FusedEpochs(step, batch_size, metrics, data, feed)
+    return _SteppedEpochs(step, batch_size, metrics, data)
 
 
-def _summarized(state, logs, train_metrics):
-    return state, epoch_summary(state, logs, train_metrics)
-
-
-def host_epochs(step, batch_size: int, metrics, data, stream: NpyStream | None):
+def host_epochs(step, batch_size: int, metrics, data, stream: NpyStream | None) -> Epochs:
     """Keep the data (numpy or memory-mapped) on the host; prefetch each epoch's batches."""
-    run_host = make_host_epoch(step, batch_size, metrics)
-    num_batches = num_examples(data) // batch_size
-
-    def batches(state, epoch):
-        if stream is not None:
-            return stream.host_batches(data_key(state), epoch, batch_size)
-        return host_batches(state, data, epoch, batch_size)
-
-    summarize = jax.jit(_summarized)
-
-    def run(state, epoch):
-        with Prefetcher(batches(state, epoch), size=stream.prefetch if stream is not None else 2) as prefetched:
-            return summarize(*run_host(state, prefetched, num_batches))
-
-    return run, lambda state, epoch: replay_host_epoch(step, state, batches(state, epoch))
+    return _HostEpochs(step, batch_size, metrics, data, stream)

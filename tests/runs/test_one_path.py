@@ -56,6 +56,7 @@ HONOURED = {
     # They change no number, so one case sets them all.
     "callbacks.checkpoint.*": ["callbacks.checkpoint.monitor=val_accuracy", "callbacks.checkpoint.mode=max",
                                "callbacks.checkpoint.every=2", "callbacks.checkpoint.every_seconds=null",
+                               "callbacks.checkpoint.every_steps=3",
                                "callbacks.checkpoint.keep=1"],
 }
 REFUSED = {

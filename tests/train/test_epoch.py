@@ -12,15 +12,16 @@ from fdl.data.order import batch_indices
 from fdl.metrics import get_metric
 from fdl.objectives import PREDICTIONS
 from fdl.train.epoch import (
-    epoch_summary, host_batches, make_host_epoch, make_replay_epoch, make_step_epoch, make_train_epoch,
+    HostEpoch, StepEpoch, epoch_summary, host_batches, make_replay_epoch, make_train_epoch,
     replay_host_epoch,
 )
 from fdl.train.state import data_key
 from fdl.train.step import make_train_step
 
 N, BATCH_SIZE, EPOCH = 26, 4, 1  # 6 batches a epoch, 2 examples dropped; epoch 1 so the epoch number counts
-# The fused epoch is one scan, the loop is separate jitted steps: XLA may fuse the float32
-# arithmetic differently, so the paths agree to a few ulps, not bit for bit.
+# The reference loop jits the bare step on its own, outside any scan: XLA may fuse its float32
+# arithmetic differently, so it agrees to a few ulps. (The engine's own paths — fused, stepped,
+# host, in chunks — agree bit for bit: tests/train/test_chunks.py.)
 RTOL, ATOL = 1e-5, 1e-6
 
 
@@ -106,9 +107,9 @@ def test_step_and_host_epochs_give_the_fused_epochs_params_and_spare_the_start_s
     start, step = engine.start, engine.step
     kept = jax.tree.map(np.array, start)
     fused, fused_logs, _ = fused_epoch
-    stepped, stepped_logs, stepped_metrics = make_step_epoch(step, BATCH_SIZE)(
+    stepped, stepped_logs, stepped_metrics = StepEpoch(step)(
         start, (jnp.asarray(x), jnp.asarray(y)), engine.rows())
-    hosted, hosted_logs, hosted_metrics = make_host_epoch(step, BATCH_SIZE)(
+    hosted, hosted_logs, hosted_metrics = HostEpoch(step)(
         start, host_batches(start, (x, y), EPOCH, BATCH_SIZE), N // BATCH_SIZE)
     for state, logs in ((stepped, stepped_logs), (hosted, hosted_logs)):
         assert_trees_close(state.params, fused.params)

@@ -38,10 +38,10 @@ def test_staged_and_gather_feeds_give_the_same_parameters_and_logs():
     state = fdl.init_train_state(model, (5,), tx, 3)
     results = {}
     for feed in ("gather", "staged"):
-        run, _ = device_epochs(step, 16, (), True, (x, y), feed=feed)
+        epochs = device_epochs(step, 16, (), True, (x, y), feed=feed)
         current, losses = state, []
         for epoch in range(3):
-            current, summary = run(current, epoch)
+            current, summary = epochs.run(current, epoch)
             losses.append(float(summary["loss"]))
         results[feed] = (jax.device_get(current.params), losses)
     jax.tree.map(np.testing.assert_array_equal, results["gather"][0], results["staged"][0])
