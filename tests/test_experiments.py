@@ -195,9 +195,24 @@ def check_kill_resume(stdout: str) -> None:
     assert targets(stdout, 1, "identical")[0][1] == "PASS", stdout  # bit for bit after every kill
 
 
+CHECKPOINT_ROW = re.compile(rf"^(every epoch|chunks|every_steps)\s+epoch\s+({NUMBER}) ms\s+(\d) save\(s\)\s+"
+                            rf"cost per step \+?({NUMBER})% of a step(.*)$", re.M)
+
+
+def check_checkpoint(stdout: str) -> None:
+    head = re.search(rf"state ({NUMBER}) MB; (\d+) steps an epoch; baseline epoch ({NUMBER}) ms", stdout)
+    assert head and positive(head[1]) and int(head[2]) == 8 and positive(head[3]), stdout
+    rows = {m[1]: m for m in CHECKPOINT_ROW.finditer(stdout)}
+    assert set(rows) == {"every epoch", "chunks", "every_steps"}, stdout
+    assert [int(rows[name][3]) for name in ("every epoch", "chunks", "every_steps")] == [1, 0, 2]
+    assert all(positive(m[2]) and math.isfinite(float(m[4])) for m in rows.values())
+    assert re.fullmatch(r"\s+\(target <= 5%: (PASS|MISS)\)", rows["every epoch"][5]), stdout  # one save: the target
+
+
 SCRIPTS = {
     "autoencoders": Covered("tests/test_programs.py::test_vae_program_writes_finite_elbo_and_prior_samples",
                             "the VAE half, one epoch, finite -ELBO, reconstruction and a samples PNG"),
+    "benchmark_checkpoint": Smoke(check_checkpoint),
     "benchmark_depth": Smoke(check_depth),
     "benchmark_e2e": Smoke(check_e2e),
     "benchmark_engine": Smoke(check_engine),

@@ -36,6 +36,7 @@ from fdl.train.state import TrainState
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "RunCheckpoints"]
 
 META = "meta"      # the JSON item: {"metadata", "manifest", "crc"}
+MAX_PENDING = 2    # checkpoints queued for the writer at most; a further save waits for the oldest
 FORMAT = 2         # fdl 0.1 wrote one msgpack file per checkpoint (format 1, read only)
 
 
@@ -74,12 +75,17 @@ def manifest(tree) -> dict[str, list]:
             for path, leaf in leaves_by_path(tree)}
 
 
-def _meta(items: dict, metadata: dict | None) -> dict:
+def _json_metadata(metadata: dict | None) -> dict:
     try:
-        body = {"format": FORMAT, "metadata": to_python(metadata or {}),
-                "manifest": {name: manifest(tree) for name, tree in items.items()}}
+        return to_python(metadata or {})
     except TypeError as error:
         raise TypeError(f"checkpoint metadata: {error}") from None
+
+
+def _meta(items: dict, metadata: dict) -> dict:
+    """The meta item of host `items` and JSON `metadata` (`_json_metadata`): manifest, CRCs."""
+    body = {"format": FORMAT, "metadata": metadata,
+            "manifest": {name: manifest(tree) for name, tree in items.items()}}
     return {**body, "crc": _text_crc(body)}
 
 
@@ -169,7 +175,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, *, metadata: dict | Non
     """
     path = Path(path).absolute()
     items = {"state": jax.device_get(state)}
-    meta = _meta(items, metadata)
+    meta = _meta(items, _json_metadata(metadata))
     path.parent.mkdir(parents=True, exist_ok=True)
     with _orbax().Checkpointer(_orbax().CompositeCheckpointHandler()) as checkpointer:
         checkpointer.save(path, args=_save_args(items, meta), force=True)
@@ -211,8 +217,10 @@ def load_checkpoint(path: str | os.PathLike, target: Any = None) -> tuple[Any, d
 class RunCheckpoints:
     """The numbered checkpoints `<folder>/<step>/` of one run, on orbax's CheckpointManager.
 
-    `save` returns at once: a background thread hands the (host) arrays to
-    orbax, which writes each checkpoint into a temporary folder and renames it
+    `save` returns at once: a background thread computes the checksums and
+    hands the (host) arrays to orbax (at most MAX_PENDING saves wait for it; a
+    further one waits for the oldest, so a slow disk cannot pile up copies of
+    the state in memory). orbax writes each checkpoint into a temporary folder and renames it
     when complete, so a kill never leaves a half checkpoint under a step's name
     (and the manager removes the temporary ones it finds). The newest `keep`
     are kept. `newest` reads them back newest first and skips, with a one-line
@@ -252,10 +260,14 @@ class RunCheckpoints:
         `save` or by `wait`/`close`.
         """
         self._raise_failure()
-        items = jax.device_get(items)
-        self._writes.append(self._worker.submit(self._write, int(step), items, _meta(items, metadata)))
+        if len(self._writes) >= MAX_PENDING:  # a starved writer: wait (the cores idle, so it runs)
+            self._writes.pop(0).result()
+        items, metadata = jax.device_get(items), _json_metadata(metadata)
+        self._writes.append(self._worker.submit(self._write, int(step), items, metadata))
 
-    def _write(self, step: int, items: dict, meta: dict) -> None:
+    def _write(self, step: int, items: dict, metadata: dict) -> None:
+        """In the writer thread: the checksums, then orbax's save."""
+        meta = _meta(items, metadata)
         with self._lock:
             if step not in self._manager.all_steps():
                 self._manager.save(step, args=_save_args(items, meta))

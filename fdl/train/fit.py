@@ -264,7 +264,7 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
     chunked = chunk < steps_per_epoch
     run = Run(model=model, state=state, epochs=epochs, steps_per_epoch=steps_per_epoch, history=History(),
               epoch=int(state.step) // steps_per_epoch, callbacks=handlers,
-              progress_shapes=lambda: jax.eval_shape(epoch_runner.begin, run.state, 0))
+              progress_shapes=lambda: jax.eval_shape(lambda: epoch_runner.begin(run.state, 0)))
     # A callback that saves the run (ModelCheckpoint) begins first, as it may restore the run
     # from a checkpoint; it ends each epoch last, so it saves what every other callback decided.
     savers = [handler for handler in handlers if handler.saves_run]

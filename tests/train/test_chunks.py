@@ -91,11 +91,12 @@ class SignalAt(cb.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_a_signal_mid_epoch_checkpoints_the_chunk_and_resume_continues_bit_for_bit(data, whole, tmp_path):
+@pytest.mark.parametrize("path", [{}, {"fused": False}, {"placement": "host"}], ids=["fused", "stepped", "host"])
+def test_a_signal_mid_epoch_checkpoints_the_chunk_and_resume_continues_bit_for_bit(data, whole, tmp_path, path):
     callbacks = [cb.EarlyStopping("val_loss", patience=5), SignalAt(12 + 5),
                  cb.ModelCheckpoint(tmp_path, monitor="val_accuracy", every_steps=5)]
     with pytest.raises(TrainingInterrupted, match="SIGINT received: training stopped at step 5 of epoch 2") as caught:
-        fdl.fit(model(), data, val=data, epochs=EPOCHS, callbacks=callbacks, **COMMON)
+        fdl.fit(model(), data, val=data, epochs=EPOCHS, callbacks=callbacks, **COMMON, **path)
     assert caught.value.epoch == 1 and caught.value.done == 5 and int(caught.value.state.step) == 17
     checkpoints = RunCheckpoints(tmp_path)
     assert checkpoints.steps() == [12, 17]  # epoch 1's end, then the chunk the signal let finish
@@ -103,7 +104,7 @@ def test_a_signal_mid_epoch_checkpoints_the_chunk_and_resume_continues_bit_for_b
     # resumed without chunks: the rest of epoch 2 as one piece, then whole epochs — the same numbers
     callbacks = [cb.EarlyStopping("val_loss", patience=5), SignalAt(-1),
                  cb.ModelCheckpoint(tmp_path, monitor="val_accuracy", resume=True)]
-    resumed = fdl.fit(model(), data, val=data, epochs=EPOCHS, callbacks=callbacks, **COMMON)
+    resumed = fdl.fit(model(), data, val=data, epochs=EPOCHS, callbacks=callbacks, **COMMON, **path)
     assert_same_run(resumed, whole)
     assert [row["epoch"] for row in resumed[1]] == [1, 2, 3]
 
