@@ -49,7 +49,7 @@ def split_evaluator(arguments: RunArguments, *, confusion: bool = False) -> Eval
 def evaluate_split(evaluator: Evaluator, state: TrainState, split) -> dict:
     """Scores of `state` on one data split: (x, y) for a loss, the split's batch for an objective."""
     if evaluator.objective is not None:
-        return evaluator.evaluate(state.params, state.model_state, as_examples(split))
+        return evaluator.evaluate(state.params, state.model_state, as_examples(split), step=state.step)
     return evaluator.evaluate(state.params, state.model_state, split.x, split.y)
 
 

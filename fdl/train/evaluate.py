@@ -20,7 +20,7 @@ import numpy as np
 
 from fdl.metrics import Metric
 from fdl.nn.core import Layer, batched
-from fdl.objectives import PREDICTIONS
+from fdl.objectives import PREDICTIONS, takes_step
 from fdl.train.step import Loss
 
 __all__ = ["DEFAULT_EVAL_BATCH_SIZE", "Evaluator", "to_floats", "padded_batches", "objective_log_names",
@@ -43,10 +43,20 @@ def padded_batches(x, y, batch_size: int):
         yield x[rows], (None if y is None else y[rows]), mask
 
 
+def _scored(objective, apply, params, model_state, batch, step):
+    """The objective in eval mode (no key); `step` (() int) passed when it takes one (a KL warm-up)."""
+    if not takes_step(objective):
+        return objective(apply, params, model_state, batch, None)
+    if step is None:
+        raise ValueError("step: this objective depends on the optimizer step (takes_step) — evaluate it "
+                         "with step=state.step (fit passes the step its state reached)")
+    return objective(apply, params, model_state, batch, None, step=step)
+
+
 def objective_log_names(model: Layer, objective, params, model_state, batch) -> list[str]:
     """["loss", *the objective's log names] in eval mode, read off a trace (nothing runs)."""
     eval_apply = functools.partial(batched(model), train=False)
-    _, (_, logs) = jax.eval_shape(lambda p, s, b: objective(eval_apply, p, s, b, None),
+    _, (_, logs) = jax.eval_shape(lambda p, s, b: _scored(objective, eval_apply, p, s, b, jnp.zeros((), jnp.int32)),
                                   params, model_state, batch)
     return ["loss", *(k for k in logs if k != PREDICTIONS)]
 
@@ -58,17 +68,20 @@ def objective_sums(names: Sequence[str], metrics: Sequence[Metric], capacity: in
 
 
 def make_objective_accumulate(model: Layer, objective, metrics: Sequence[Metric] = ()):
-    """`accumulate(params, model_state, acc, batch) -> acc`: one batch of an objective, eval mode.
+    """`accumulate(params, model_state, acc, batch, step=None) -> acc`: one batch of an objective, eval mode.
 
     Adds the batch's objective value and logs, each weighted by the batch's size,
     to the sums of `acc` (`objective_sums`), and its predictions to the metrics;
-    sum / count is then the mean over examples. Pure: `Evaluator` jits it per
-    batch, a population scans it over each member's batches.
+    sum / count is then the mean over examples. An objective that depends on
+    the optimizer step (`fdl.objectives.takes_step`: a KL warm-up) is scored at
+    `step`, the step of the state evaluated — as training would weigh it next.
+    Pure: `Evaluator` jits it per batch, a population scans it over each
+    member's batches.
     """
     eval_apply = functools.partial(batched(model), train=False)
 
-    def accumulate(params, model_state, acc, batch):
-        value, (_, logs) = objective(eval_apply, params, model_state, batch, None)
+    def accumulate(params, model_state, acc, batch, step=None):
+        value, (_, logs) = _scored(objective, eval_apply, params, model_state, batch, step)
         logs = dict(logs)
         predictions = logs.pop(PREDICTIONS, None)
         size = jax.tree.leaves(batch)[0].shape[0]
@@ -170,7 +183,7 @@ class Evaluator:
         return {**{k: acc[k] / acc["count"] for k in names},
                 **{m.name: m.compute(acc[m.name]) for m in self.metrics}}
 
-    def _evaluate_objective(self, params, model_state, data) -> dict:
+    def _evaluate_objective(self, params, model_state, data, step) -> dict:
         """Mean objective value and logs over every example (the last batch at its own size)."""
         n = jax.tree.leaves(data)[0].shape[0]
         batches = [jax.tree.map(lambda a: a[start:start + self.batch_size], data)
@@ -178,7 +191,7 @@ class Evaluator:
         names = self._objective_names(params, model_state, batches[0])
         acc = self._empty(names, _capacity(n))
         for batch in batches:
-            acc = self._objective_step(params, model_state, acc, batch)
+            acc = self._objective_step(params, model_state, acc, batch, step)
         results = to_floats(self._objective_results(jax.device_get(acc), names))  # device_get sorts the keys
         return {name: results[name] for name in [*names, *(m.name for m in self.metrics)]}
 
@@ -202,16 +215,17 @@ class Evaluator:
         return jax.device_put(tuple(None if parts[0][i] is None else np.stack([part[i] for part in parts])
                                     for i in range(3)))
 
-    def evaluate_staged(self, params, model_state, staged) -> dict:
+    def evaluate_staged(self, params, model_state, staged, step=None) -> dict:
         """`evaluate` of a staged split as ONE compiled call that returns device arrays without waiting.
 
         The caller reads them when it needs them (`jax.device_get`, then `to_floats`),
         so a training loop dispatches validation right behind the epoch.
         """
-        return self._staged(params, model_state, staged)
+        return self._staged(params, model_state, staged, step)
 
-    def staged_scores(self, params, model_state, staged) -> dict:
-        """The scores of a staged split as a pure function (jit it, or vmap it over a population)."""
+    def staged_scores(self, params, model_state, staged, step=None) -> dict:
+        """The scores of a staged split as a pure function (jit it, or vmap it over a population);
+        `step`: the evaluated state's step, for an objective that depends on it."""
         if self.objective is not None:
             stacked, remainder = staged
             example = remainder if stacked is None else jax.tree.map(lambda a: a[0], stacked)
@@ -220,10 +234,10 @@ class Evaluator:
                 (0 if remainder is None else jax.tree.leaves(remainder)[0].shape[0])
             acc = self._empty(names, _capacity(n))
             if stacked is not None:
-                acc, _ = jax.lax.scan(lambda acc, batch: (self._accumulate(params, model_state, acc, batch), None),
-                                      acc, stacked)
+                acc, _ = jax.lax.scan(lambda acc, batch: (self._accumulate(params, model_state, acc, batch, step),
+                                                          None), acc, stacked)
             if remainder is not None:
-                acc = self._accumulate(params, model_state, acc, remainder)
+                acc = self._accumulate(params, model_state, acc, remainder, step)
             return self._objective_results(acc, names)
         acc = self._empty((), _capacity(_stacked_size(staged[0])))
         acc, _ = jax.lax.scan(lambda acc, batch: (self._eval_step(params, model_state, acc, *batch), None),
@@ -235,19 +249,21 @@ class Evaluator:
         return {"loss": acc["loss_sum"] / acc["count"],
                 **{m.name: m.compute(acc[m.name]) for m in self.metrics}}
 
-    def evaluate(self, params, model_state, x, y=None) -> dict:
+    def evaluate(self, params, model_state, x, y=None, *, step=None) -> dict:
         """Loss (mean over examples) and metrics over a whole split, in eval mode.
 
         Args:
           x: (n, *input_shape) array; y: (n, ...) targets. For an objective's
             evaluator, `x` is the split's batch pytree and `y` is left out.
+          step: the state's step (`state.step`), needed by an objective that
+            depends on it (`fdl.objectives.takes_step`).
 
         Returns:
           dict name -> float (or numpy array for per-class metrics); "loss" if the
           evaluator has a loss or an objective (and then the objective's logs).
         """
         if self.objective is not None:
-            return self._evaluate_objective(params, model_state, x)
+            return self._evaluate_objective(params, model_state, x, step)
         # Metrics that keep every score (roc_auc) get a power-of-two buffer, so splits
         # of different sizes share one compiled step.
         acc = self._empty((), _capacity(x.shape[0]))

@@ -256,7 +256,7 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
         """The validation scores of `new_state`, queued (None without val)."""
         if evaluator is None:
             return None
-        return evaluator.evaluate_staged(new_state.params, new_state.model_state, staged_val)
+        return evaluator.evaluate_staged(new_state.params, new_state.model_state, staged_val, new_state.step)
 
     handlers = [ProgressBar(verbose)] + [as_callback(c) for c in callbacks]
     # Callbacks that act mid-epoch (ModelCheckpoint(every_steps=N)) cut every epoch into chunks.
