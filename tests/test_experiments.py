@@ -10,6 +10,7 @@ finite rates, ratios that parse), not the figures, which are measured on a quiet
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import math
 import os
 import re
@@ -251,12 +252,40 @@ def test_a_covered_script_names_a_test_that_exists(name):
     assert re.search(rf"^def {test}\(", text, re.M) and f'"{name}"' in text, SCRIPTS[name].test
 
 
-@pytest.mark.parametrize("name", [n for n, row in SCRIPTS.items() if isinstance(row, Smoke)])
-def test_smoke_run_prints_numbers_that_parse(name, tmp_path):
+SMOKES = [n for n, row in SCRIPTS.items() if isinstance(row, Smoke)]
+# Run on their own, after the others finish: kill_resume kills its runs at moments it measures.
+ALONE = {"kill_resume"}
+
+
+def smoke_run(name: str, folder: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, str(EXPERIMENTS / f"{name}.py"), "--smoke", *SCRIPTS[name].extra]
-    # In tmp_path, so a script's default runs/ folder lands there.
-    done = subprocess.run(command, cwd=tmp_path, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    # In `folder`, so a script's default runs/ folder lands there.
+    return subprocess.run(command, cwd=folder, env=dict(os.environ, JAX_PLATFORMS="cpu"),
                           capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(request, tmp_path_factory):
+    """The selected smoke runs but ALONE, two at a time (a run mostly compiles, on one core): name -> future."""
+    selected = [item.callspec.params["name"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_smoke_run_prints_numbers_that_parse"
+                and item.path == request.path]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    futures = {name: pool.submit(smoke_run, name, tmp_path_factory.mktemp(name))
+               for name in SMOKES if name in selected and name not in ALONE}
+    yield futures
+    for future in futures.values():
+        future.cancel()
+    pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("name", SMOKES)
+def test_smoke_run_prints_numbers_that_parse(name, tmp_path, smoke_runs):
+    if name in ALONE:
+        concurrent.futures.wait(smoke_runs.values())
+        done = smoke_run(name, tmp_path)
+    else:
+        done = smoke_runs[name].result()
     assert done.returncode == 0, done.stderr[-3000:]
     SCRIPTS[name].check(done.stdout)
 
