@@ -26,7 +26,8 @@ def one_line(error: BaseException) -> str:
 
 
 def run_train(args) -> int:
-    overrides = list(args.overrides) + (["training.verbose=0"] if args.quiet else [])
+    overrides = list(args.overrides) + (["training.verbose=0"] if args.quiet else []) + (
+        [f"training.devices={args.devices}"] if args.devices else [])
     if args.resume == "auto":
         if not (args.config and args.out):
             raise ConfigError("--resume auto needs CONFIG and --out: it continues the run in --out if there "

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config key, e.g. optimizer.learning_rate=3e-4 (repeatable)")
     train.add_argument("--out", help="run directory (default runs/<config name>-<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--devices", metavar="N|all", help="train data-parallel on N local devices (or all): "
+                       "sets training.devices")
 
     evaluate = command("eval", "evaluate a finished run's checkpoint on a split")
     evaluate.add_argument("run_dir", help="a run directory written by `fdl train`")

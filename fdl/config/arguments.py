@@ -22,6 +22,7 @@ from fdl.config.build import (PreparedData, build_augment, build_custom_callback
 from fdl.config.load import ConfigError
 from fdl.nn.core import ShapeError
 from fdl.train import callbacks as cb
+from fdl.train.mesh import SHARD_PARAMS, data_mesh
 
 __all__ = ["RunArguments", "build_arguments", "check_model_fits_data", "check_population_keys",
            "CLASSIFICATION_METRICS"]
@@ -47,6 +48,22 @@ def _check_metrics(config: DictConfig) -> None:
                           "(the model reconstructs its input) — use metrics: [mse, mae] or []")
 
 
+def build_mesh(devices, shard_params=None):
+    """`training.devices` as fit's `mesh` (fdl.train.mesh): None, or a data mesh over N local devices;
+    `training.shard_params` checked against it."""
+    if shard_params not in SHARD_PARAMS:
+        raise ConfigError(f"training.shard_params: expected null (replicated) or fsdp, got {shard_params!r}")
+    if devices is None:
+        if shard_params is not None:
+            raise ConfigError(f"training.shard_params: {shard_params} splits the state over devices — set "
+                              "training.devices (or --devices N|all) as well")
+        return None
+    try:
+        return data_mesh(devices)
+    except ValueError as error:
+        raise ConfigError(f"training.{error}") from None
+
+
 def check_population_keys(config: DictConfig) -> None:
     """Refuses, by name, the keys a population cannot honour (checked before a sweep starts).
 
@@ -56,8 +73,12 @@ def check_population_keys(config: DictConfig) -> None:
     An `objective:` section is honoured: every member minimizes it, as `fdl train` does.
 
     Raises:
-      ConfigError: `training.fused: false`, or a `sample:` section.
+      ConfigError: `training.fused: false`, `training.devices`, or a `sample:` section.
     """
+    for key in ("devices", "shard_params"):
+        if config.training.get(key) is not None:
+            raise ConfigError(f"training.{key}: a sweep splits its members over the devices itself — remove "
+                              "the key (and set it on the `fdl train` of the best point)")
     if not config.training.fused:
         raise ConfigError("training.fused: false — a population always trains its members in one "
                           "fused program per epoch (the numbers are the same); remove the key")
@@ -111,7 +132,8 @@ class RunArguments:
                     epochs=training.epochs, batch_size=training.batch_size, metrics=list(self.config.metrics),
                     callbacks=self.callbacks(), seed=self.config.seed, augment=self.augment,
                     input_shape=tuple(self.data.dataset.feature_shape),  # what a dict batch does not show
-                    fused=training.fused, eval_batch_size=training.eval_batch_size, verbose=training.verbose)
+                    fused=training.fused, eval_batch_size=training.eval_batch_size, verbose=training.verbose,
+                    mesh=build_mesh(training.devices, training.shard_params), shard_params=training.shard_params)
 
     def population_arguments(self) -> dict:
         """`fdl.population.train_population` keyword arguments (members apart) for the same run.

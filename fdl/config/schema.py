@@ -82,6 +82,8 @@ class TrainingConfig:
     fused: bool = True                     # one lax.scan per epoch; false: one call per step
     eval_batch_size: int = 512
     verbose: int = 1                       # 0 quiet, 1 progress bar on a terminal, 2 a line per epoch
+    devices: Any = None                    # data parallel over N local devices (or "all"); null: one
+    shard_params: Optional[str] = None     # with devices: fsdp splits params and optimizer state over them
 
 
 @dataclass

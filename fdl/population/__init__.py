@@ -4,8 +4,9 @@ The engine for populations, beside `fdl.train` (it imports fdl.train, never
 fdl.config or fdl.runs): members differ in seed and in the optimizer
 hyperparameters fdl.optim injects; each has its own callbacks, and all minimize
 one per-example loss on (x, y) or one objective (fdl.objectives) on any pytree
-batch, as `fdl.fit` does. `Population` owns the compiled programs;
-`train_population` is the one-call form. Sweeps over configs live in
+batch, or run one custom `step(state, batch) -> (state, logs)` (optionally from
+`init(seed) -> TrainState`: several models), as `fdl.fit` does. `Population`
+owns the compiled programs; `train_population` is the one-call form. Sweeps over configs live in
 `fdl.runs.sweep`.
 
 Example:

@@ -26,6 +26,13 @@ What each member minimizes is a per-example `loss` on `(x, y)`, or an
 leading example axis (`(x, y)`, a dict `{"tokens": ..., "mask": ...}`, a bare
 `x`). An objective's logs are averaged per epoch and its validation scores come
 from `fdl.train.evaluate`'s objective accumulation, as in `fit`.
+
+Or each member runs a user's whole `step(state, batch) -> (state, logs)`, as
+`fit(step=...)` does (`fdl.train.step.make_custom_step`: fdl counts the steps
+and watches logs["loss"]), from the model's init or from a user's `init(seed)
+-> TrainState` (several models: a GAN). The step updates with one shared
+optax transformation; each member's hyperparameters are arrays in its own
+optimizer state (`fdl.optim.set_hyperparameter`), so one step serves them all.
 """
 from __future__ import annotations
 
@@ -33,11 +40,12 @@ import dataclasses
 import functools
 import json
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fdl.data.dataset import as_arrays, as_examples
@@ -54,7 +62,7 @@ from fdl.train.evaluate import Evaluator
 # The input shape a batch shows (x of a tuple, a bare array) is fit's, so a member inits as fit does.
 from fdl.train.fit import _default_input_shape, metrics_for
 from fdl.train.state import TrainState, data_key, init_train_state
-from fdl.train.step import make_train_step
+from fdl.train.step import make_custom_step, make_train_step
 
 __all__ = ["MemberSpec", "PopulationResult", "Population", "train_population", "evaluate_population",
            "make_population_epoch", "default_strategy"]
@@ -133,22 +141,26 @@ def _base_optimizer(members: Sequence[MemberSpec], optimizer: dict) -> dict:
     return base
 
 
-def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=(), augment=None,
+def make_population_epoch(model: Layer | None, loss, tx, *, batch_size: int, metrics=(), augment=None,
                           map_batch_size: int | None, evaluator: Evaluator | None,
-                          objective: Objective | None = None):
+                          objective: Objective | None = None, step=None):
     """`epoch(states, active, data, indices, val) -> (states, logs, train_metrics, val_scores, lr)`.
 
     Every output has a leading population axis; `logs` maps "loss" and the
-    objective's log names to (population, steps) per-step values. Members whose
-    `active` is False keep their state. `data` is the training split, `(x, y)`
-    for a `loss`, any pytree with an example axis for an `objective`
-    (`loss` None); `indices` (population, steps, batch_size) int32 holds each
-    member's `fdl.data.batch_indices` of the epoch. `val` is None, or the
-    validation split staged by `evaluator` (`fdl.train.Evaluator.stage`), which
-    scores every member with `Evaluator.staged_scores`.
+    objective's (or the step's) log names to (population, steps) per-step
+    values; `lr` is None when the optimizer state injects no learning rate.
+    Members whose `active` is False keep their state. `data` is the training
+    split, `(x, y)` for a `loss`, any pytree with an example axis for an
+    `objective` or a `step` (`loss` None); `indices` (population, steps,
+    batch_size) int32 holds each member's `fdl.data.batch_indices` of the
+    epoch. `val` is None, or the validation split staged by `evaluator`
+    (`fdl.train.Evaluator.stage`), which scores every member with
+    `Evaluator.staged_scores`. A custom `step(state, batch) -> (state, logs)`
+    replaces the loss/objective step (`tx` and `augment` unused).
     """
-    train_epoch = make_train_epoch(make_train_step(model, loss, tx, objective=objective, augment=augment),
-                                   batch_size, metrics)
+    train_step = make_custom_step(step) if step is not None else make_train_step(
+        model, loss, tx, objective=objective, augment=augment)
+    train_epoch = make_train_epoch(train_step, batch_size, metrics)
 
     def member(args, data, val):
         state, active, rows = args
@@ -165,7 +177,7 @@ def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=()
 
         # With "map" a stopped member costs nothing; under vmap cond becomes a select.
         new_state, logs, train_metrics, scores = jax.lax.cond(active, train, skip, state)
-        return new_state, logs, train_metrics, scores, current_learning_rate(new_state.opt_state)
+        return new_state, logs, train_metrics, scores, _learning_rate(new_state.opt_state)
 
     def epoch_fn(states, active, data, indices, val):
         one = functools.partial(member, data=data, val=val)
@@ -175,6 +187,14 @@ def make_population_epoch(model: Layer, loss, tx, *, batch_size: int, metrics=()
         return jax.lax.map(one, (states, active, indices), batch_size=map_batch_size)
 
     return epoch_fn
+
+
+def _learning_rate(opt_state):
+    """The learning rate to log, or None for a plain optax state (fit logs none then either)."""
+    try:
+        return current_learning_rate(opt_state)
+    except ValueError:
+        return None
 
 
 def _shard(epoch_fn, mesh: Mesh):
@@ -195,7 +215,8 @@ def _member_logs(i, epoch, steps, step_logs, train_metrics, val_scores, learning
     logs.update({k: float(np.mean(v[i])) for k, v in step_logs.items() if k != "loss"})
     logs.update({k: to_python(v[i]) for k, v in train_metrics.items()})
     logs.update({f"val_{k}": to_python(v[i]) for k, v in val_scores.items()})
-    logs["learning_rate"] = float(learning_rate[i])
+    if learning_rate is not None:
+        logs["learning_rate"] = float(learning_rate[i])
     return logs
 
 
@@ -280,14 +301,72 @@ def _with_hyperparameters(states, changes: dict):
     return states.replace(opt_state=opt_state)
 
 
-def _check_minimized(loss, objective, step) -> None:
-    """One-line errors for what a population cannot minimize, or for two things to minimize."""
-    if step is not None:
-        raise ValueError("step: a population trains a loss= or an objective=, not a custom step — "
-                         "train each member with fdl.fit(None, ..., step=..., state=...)")
-    if objective is not None and not (isinstance(loss, str) and loss == "cross_entropy"):
+def _check_minimized(model, *, loss, objective, step, init, optimizer, augment, metrics) -> None:
+    """One-line errors for what a population cannot minimize, or for arguments that do not go together
+    (a custom step does the whole update, as in `fit`)."""
+    default_loss = isinstance(loss, str) and loss == "cross_entropy"
+    if objective is not None and not default_loss:
         raise ValueError("loss/objective: both given — give one: the objective replaces the loss "
                          "(fdl.objectives.supervised(loss) is the per-example loss as an objective)")
+    if step is not None and not default_loss:
+        raise ValueError("loss/step: both given — a custom step computes its own loss; drop loss= "
+                         "(with a step, objective= only scores val)")
+    if step is not None and augment is not None:
+        raise ValueError("step: a custom step does the whole update — augment its batch inside it "
+                         "(augment= applies to loss= and objective=)")
+    if model is None:
+        if step is None or init is None:
+            raise ValueError("model: None trains only with a custom step= and its init= "
+                             "(init(seed) -> fdl.init_train_state(models, input_shapes, optimizers, seed)) "
+                             "— pass the Layer")
+        if objective is not None or metrics:
+            raise ValueError("objective/metrics: they need the model, and Population(None, ...) has none — "
+                             "log what you measure from the custom step instead")
+    if step is not None and init is not None:
+        if optimizer is not None:
+            raise ValueError("optimizer: unused with step= and init= — init(seed)'s state holds the optimizer "
+                             "states and the step applies them; drop optimizer=")
+    elif optimizer is None:
+        raise ValueError("optimizer: missing — give fdl.optim.make_optimizer keyword arguments such as "
+                         "{'name': 'adam'}, or an optax transformation")
+    if optimizer is not None and not isinstance(optimizer, (Mapping, str, optax.GradientTransformation)):
+        raise TypeError("optimizer: expected fdl.optim.make_optimizer keyword arguments such as {'name': 'adam'}, "
+                        f"a name or an optax transformation, got {type(optimizer).__name__}")
+
+
+def _is_injected(node) -> bool:
+    return isinstance(node, optax.InjectStatefulHyperparamsState)
+
+
+def _varied_hyperparameters(members: Sequence[MemberSpec], fallback: dict) -> tuple[str, ...]:
+    """The names members set on a shared transformation; one only some set needs `fallback[name]`."""
+    names = sorted({n for m in members for n in m.hyperparams})
+    for name in names:
+        if not all(name in m.hyperparams for m in members) and fallback.get(name) is None:
+            raise ValueError(f"train_population: only some members set {name!r} — give every member a value"
+                             + (f" or set optimizer[{name!r}] for the others" if fallback else ""))
+    return tuple(names)
+
+
+def _check_settable(state: TrainState, names: Sequence[str], members: Sequence[MemberSpec], fix: str) -> None:
+    """One-line error for a member hyperparameter that not every optimizer state in `state` injects.
+
+    `state` may hold shapes (`jax.eval_shape`). A name is set in every injected
+    state (`fdl.optim.set_hyperparameter`); with several models (`opt_state` a
+    dict by model name, as `fdl.init_train_state` makes it) each model's
+    optimizer must inject it, so none silently keeps its own value.
+    """
+    several = isinstance(state.opt_state, dict) and isinstance(state.params, dict) and \
+        set(state.opt_state) == set(state.params)
+    parts = state.opt_state.items() if several else [(None, state.opt_state)]
+    for name in names:
+        for model_name, opt_state in parts:
+            injected = [node for node in jax.tree.leaves(opt_state, is_leaf=_is_injected) if _is_injected(node)]
+            if not injected or any(name not in node.hyperparams for node in injected):
+                index = next(i for i, m in enumerate(members) if name in m.hyperparams)
+                where = "the optimizer" if model_name is None else f"the {model_name!r} optimizer"
+                raise ValueError(f"members[{index}].hyperparams[{name!r}]: {where} of the member's state does not "
+                                 f"inject it — {fix.format(name=name)}, or drop it from the members")
 
 
 def _input_shape(role: str, data, input_shape) -> tuple:
@@ -300,9 +379,9 @@ def _input_shape(role: str, data, input_shape) -> tuple:
 
 
 class Population:
-    """Trains populations of one model (loss or objective, optimizer, batch size, metrics,
-    strategy) and owns their compiled programs: training the next population of the same
-    kind — the next batch of a sweep's trials, new seeds or new hyperparameter values —
+    """Trains populations of one model (loss, objective or custom step, optimizer, batch size,
+    metrics, strategy) and owns their compiled programs: training the next population of the
+    same kind — the next batch of a sweep's trials, new seeds or new hyperparameter values —
     compiles nothing new.
 
     Example:
@@ -315,28 +394,73 @@ class Population:
       >>> len(test_scores), sorted(test_scores[0])
       (4, ['accuracy', 'loss'])
 
+      A custom step (as `fit(step=...)`) updates with the transformation given as
+      `optimizer=`; each member's learning rate lives in its own optimizer state:
+      >>> tx = fdl.optim.make_optimizer("sgd")
+      >>> def step(state, batch):                      # my_loss(params, batch) -> ()
+      ...     loss, grads = jax.value_and_grad(my_loss)(state.params, batch)
+      ...     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      ...     return state.replace(params=optax.apply_updates(state.params, updates),
+      ...                          opt_state=opt_state), {"loss": loss}
+      >>> population = Population(model, step=step, optimizer=tx, batch_size=100)
+      >>> result = population.train((x, y), members=[MemberSpec(0, {"learning_rate": 0.1}),
+      ...                                            MemberSpec(1, {"learning_rate": 0.01})], epochs=2)
+      >>> [h[-1]["learning_rate"] for h in result.histories]
+      [0.1, 0.01]
+
     Args:
       model, loss, objective, augment, batch_size, metrics, eval_batch_size: as in
-        `fdl.fit`; give `loss` (a per-example loss on `(x, y)` batches) or
-        `objective` (fdl.objectives, on any pytree batch), not both.
-      optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members.
+        `fdl.fit`; give `loss` (a per-example loss on `(x, y)` batches),
+        `objective` (fdl.objectives, on any pytree batch) or `step`, not two
+        (with a `step`, an `objective` only scores `val`, as in `fit`). `model`
+        may be None with `step` and `init` (then no objective or metrics).
+      optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members
+        (only the hyperparameters members vary are injected), or an optax
+        transformation used as it is for every member (members' hyperparameters
+        are set in each one's optimizer state, so it must inject them:
+        `fdl.optim.make_optimizer` injects every float it is given). With `step`
+        or `init` a dict is `fdl.optim.make_optimizer(**optimizer)`, the very
+        transformation to update with. Not given with both `step` and `init`.
       strategy: "auto", "vmap" or "map" (see the module docstring); `max_members`
         caps how many members are vectorized at once ("chunks of K").
-      step: refused: a custom step is `fdl.fit`'s alone.
+      step: a custom `step(state, batch) -> (state, logs)` doing each member's whole
+        update inside the compiled population epoch, exactly as `fit(step=...)`:
+        logs["loss"] is required (NaN detection), the other logs are averaged per
+        epoch; fdl counts the steps and gives the data order and `step_key`.
+        Member states init as `fdl.init_train_state(model, input_shape, tx, seed)`
+        with `tx` the `optimizer`'s transformation, which the step must update with.
+      init: `init(seed) -> TrainState` used instead of the model's init, e.g.
+        `lambda seed: fdl.init_train_state(models, input_shapes, optimizers, seed)`
+        for several models (a GAN); `seed` is a traced int32 scalar (members
+        init vmapped). A member hyperparameter is set in every optimizer state it
+        holds, and each must inject it.
 
     Raises:
-      ValueError: both `loss` (other than the default) and `objective`, or a `step`.
+      ValueError: two things to minimize, `augment` with a `step`, `model` None without
+        `step` and `init`, or a missing (or, with `step` and `init`, an unused) `optimizer`.
     """
 
-    def __init__(self, model: Layer, *, loss="cross_entropy", objective: Objective | None = None,
-                 optimizer: dict, batch_size: int, metrics: Sequence = (), augment=None,
-                 strategy: str = "auto", max_members: int | None = None, eval_batch_size: int = 512,
-                 step=None):
-        _check_minimized(loss, objective, step)
-        self.model, self.objective, self.optimizer = model, objective, dict(optimizer)
-        self.loss = get_loss(loss) if objective is None else None
+    def __init__(self, model: Layer | None, *, loss="cross_entropy", objective: Objective | None = None,
+                 optimizer: dict | optax.GradientTransformation | None = None, batch_size: int,
+                 metrics: Sequence = (), augment=None, strategy: str = "auto", max_members: int | None = None,
+                 eval_batch_size: int = 512, step=None, init: Callable[[jax.Array], TrainState] | None = None):
+        _check_minimized(model, loss=loss, objective=objective, step=step, init=init, optimizer=optimizer,
+                         augment=augment, metrics=metrics)
+        self.model, self.objective, self.step, self.init = model, objective, step, init
+        if isinstance(optimizer, str):
+            optimizer = {"name": optimizer}
+        self.optimizer = dict(optimizer) if isinstance(optimizer, Mapping) else optimizer
+        self.loss = get_loss(loss) if objective is None and step is None else None
         self.batch_size, self.metric_names, self.augment = batch_size, tuple(metrics), augment
         self.strategy, self.max_members, self.eval_batch_size = strategy, max_members, eval_batch_size
+        # A dict alone is built per population, injecting only what its members vary (_base_optimizer).
+        # A user's step or init must update with the very transformation the states were made by: one
+        # for every member, their values set in each state.
+        self._per_population_optimizer = isinstance(self.optimizer, dict) and step is None and init is None
+        if isinstance(self.optimizer, dict):
+            self._shared_tx = None if self._per_population_optimizer else make_optimizer(**self.optimizer)
+        else:
+            self._shared_tx = self.optimizer  # a transformation, or None with both step and init
         self.devices = jax.devices()
         self._programs: dict = {}
 
@@ -350,7 +474,7 @@ class Population:
 
     def _splits(self, train, val, input_shape):
         """(training data on the device, val batches or None, input shape), checked as `fit` checks them."""
-        if self.objective is None:
+        if self.objective is None and self.step is None:
             x, y = as_arrays(train)
             _, _, y = check_data("train", self.model, x, y, loss=self.loss)
             input_shape, data = tuple(x.shape[1:]), (x, y)
@@ -361,30 +485,59 @@ class Population:
         else:
             data = as_examples(train)
             check_example_tree("train", data)
-            input_shape = _input_shape("train", data, input_shape)
+            if self.init is None or self.metric_names:  # the model's init and the metrics need it
+                input_shape = _input_shape("train", data, input_shape)
+            elif input_shape is not None:
+                input_shape = tuple(input_shape)
             if val is not None:
+                if self.objective is None:
+                    raise ValueError("val: a custom step has no validation objective — pass objective= as "
+                                     "well (it scores val), or drop val")
                 val = as_examples(val, "val")
                 check_example_tree("val", val)
                 val = self._evaluator().stage(val)
         return jax.tree.map(jnp.asarray, data), val, input_shape
 
-    def _program(self, input_shape, base: dict, per_device: int, validate: bool):
-        """(init, epoch, strategy label) compiled for this input shape, injected names and layout."""
-        key = (input_shape, json.dumps(base, sort_keys=True), per_device, validate)
+    def _program(self, input_shape, base: dict | None, names: tuple, per_device: int, validate: bool,
+                 members: Sequence[MemberSpec]):
+        """(init, epoch, strategy label) compiled for this input shape, injected names and layout.
+
+        `base`: the per-population optimizer arguments (`_base_optimizer`), or None
+        for the shared transformation; `members` only name a culprit in errors.
+        """
+        key = (input_shape, names if base is None else json.dumps(base, sort_keys=True), per_device, validate)
         if key not in self._programs:
-            tx = make_optimizer(**base)
-            names = tuple(base["inject"])
+            tx = self._shared_tx if base is None else make_optimizer(**base)
             map_batch_size = _map_batch_size(self.strategy, per_device, self.max_members)
             metrics = self._metrics(input_shape)
+
+            def initial_state(seed) -> TrainState:
+                if self.init is not None:
+                    return self.init(seed)
+                return init_train_state(self.model, input_shape, tx, seed)
+
+            if base is None:  # the user's init or transformation: its state must take the members' values
+                shapes = jax.eval_shape(initial_state, jnp.zeros((), jnp.int32))
+                if not isinstance(shapes, TrainState):
+                    raise TypeError(f"init: expected init(seed) -> fdl.TrainState (e.g. fdl.init_train_state("
+                                    f"models, input_shapes, optimizers, seed)), got {type(shapes).__name__}")
+                fix = ("build init's optimizers with fdl.optim.make_optimizer(..., {name}=<a float>), which "
+                       "injects every float it is given" if self.init is not None else
+                       "give optimizer[{name!r}] a float (fdl.optim.make_optimizer injects every float it is given)"
+                       if isinstance(self.optimizer, dict) else
+                       "build it with fdl.optim.make_optimizer(..., {name}=<a float>), which injects every float "
+                       "it is given")
+                _check_settable(shapes, names, members, fix)
             epoch_fn = make_population_epoch(self.model, self.loss, tx, objective=self.objective,
                                              batch_size=self.batch_size, metrics=metrics, augment=self.augment,
                                              map_batch_size=map_batch_size,
-                                             evaluator=self._evaluator(metrics) if validate else None)
+                                             evaluator=self._evaluator(metrics) if validate else None,
+                                             step=self.step)
             if len(self.devices) > 1:
                 epoch_fn = _shard(epoch_fn, Mesh(np.asarray(self.devices), (AXIS,)))
 
             def init_one(seed, member_values):
-                state = init_train_state(self.model, input_shape, tx, seed)
+                state = initial_state(seed)
                 opt_state = state.opt_state
                 for name in names:
                     opt_state = set_hyperparameter(opt_state, name, member_values[name])
@@ -410,11 +563,16 @@ class Population:
         check_positive_int("batch_size", self.batch_size, maximum=n)
         padded = _pad_members(members, len(self.devices))
         population, per_device = len(padded), len(padded) // len(self.devices)
-        base = _base_optimizer(padded, self.optimizer)
-        init, epoch_fn, strategy = self._program(input_shape, base, per_device, val is not None)
+        if self._per_population_optimizer:
+            base = fallback = _base_optimizer(padded, self.optimizer)
+            names = tuple(base["inject"])
+        else:
+            base, fallback = None, self.optimizer if isinstance(self.optimizer, dict) else {}
+            names = _varied_hyperparameters(padded, fallback)
+        init, epoch_fn, strategy = self._program(input_shape, base, names, per_device, val is not None, members)
         seeds = jnp.asarray([m.seed for m in padded], jnp.int32)
-        values = {n: jnp.asarray([m.hyperparams.get(n, base[n]) for m in padded], jnp.float32)
-                  for n in base["inject"]}
+        values = {n: jnp.asarray([m.hyperparams.get(n, fallback.get(n)) for m in padded], jnp.float32)
+                  for n in names}
         states = init(seeds, values)
         if len(self.devices) > 1:
             states = jax.device_put(states, NamedSharding(Mesh(np.asarray(self.devices), (AXIS,)),
@@ -487,6 +645,9 @@ class Population:
           input_shape: the per-example input shape, when an objective's batch does not
             show it and metrics need the model's output shape.
         """
+        if self.objective is None and self.step is not None:
+            raise ValueError("evaluate: a custom step has no objective to score the members with — give the "
+                             "Population objective= (as fit's val needs)")
         if self.objective is None:
             x, y = as_arrays(data, "test")
             y = check_data("evaluate", self.model, x, y, loss=self.loss)[2]
@@ -506,14 +667,16 @@ class Population:
         return [{k: to_python(v[i]) for k, v in scores.items()} for i in range(population)]
 
 
-def train_population(model: Layer, train, val=None, *, members: Sequence[MemberSpec],
-                     loss="cross_entropy", objective: Objective | None = None, optimizer: dict, epochs: int,
+def train_population(model: Layer | None, train, val=None, *, members: Sequence[MemberSpec],
+                     loss="cross_entropy", objective: Objective | None = None,
+                     optimizer: dict | optax.GradientTransformation | None = None, epochs: int,
                      batch_size: int, input_shape=None, metrics: Sequence = (),
                      callbacks: Callable[[], Sequence[Callback]] | None = None,
                      monitor: str | None = None, mode: str = "auto", strategy: str = "auto",
                      max_members: int | None = None,
                      on_epoch_end: Callable[[int, list, np.ndarray], Iterable[int]] | None = None,
-                     augment=None, eval_batch_size: int = 512, step=None, verbose: int = 1) -> PopulationResult:
+                     augment=None, eval_batch_size: int = 512, step=None,
+                     init: Callable[[jax.Array], TrainState] | None = None, verbose: int = 1) -> PopulationResult:
     """Trains every member of a population; one compiled call per epoch for all of them.
 
     Example:
@@ -534,6 +697,13 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
       >>> sorted(k for k in result.final[0] if "reconstruction" in k or "mse" in k)
       ['mse', 'reconstruction', 'val_mse', 'val_reconstruction']
 
+      A GAN over seeds: a custom step on two models, each member's state from `init(seed)`:
+      >>> init = lambda seed: fdl.init_train_state(nets, shapes, optimizers, seed)
+      >>> result = train_population(None, x, members=[MemberSpec(0), MemberSpec(1)], step=gan_step,
+      ...                           init=init, epochs=2, batch_size=64)
+      >>> sorted(result.final[0])[:3]
+      ['d_loss', 'epoch', 'g_loss']
+
     Args:
       model, train, val, loss, objective, input_shape, metrics, augment, batch_size, epochs,
         eval_batch_size: as in `fdl.fit`. With a per-example `loss`, `train` and `val`
@@ -544,8 +714,11 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
         in eval mode; its logs (besides "loss") are averaged per epoch and logged, as in
         `fit`, and metrics come from its `fdl.objectives.PREDICTIONS`.
       members: the population; member i is `fit(..., seed=members[i].seed)` with
-        `members[i].hyperparams` set on the optimizer (and the same callbacks).
-      optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members.
+        `members[i].hyperparams` set on the optimizer (and the same callbacks), or
+        with `init`, `fit(None, ..., step=step, state=init(seed))` with them set
+        in its state.
+      optimizer: `fdl.optim.make_optimizer` keyword arguments shared by all members,
+        or an optax transformation (see `Population`).
       callbacks: a function returning fresh callbacks, called once per member, so
         every member has its own (EarlyStopping stops and restores it alone,
         ReduceLROnPlateau lowers its own learning rate). Callbacks act through
@@ -556,7 +729,12 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
       strategy, max_members: see `Population`.
       on_epoch_end: `fn(epoch, logs_per_member, active) -> member indices to stop`,
         e.g. Optuna pruning.
-      step: refused (one line): a custom step trains with `fdl.fit` only.
+      step: a custom `step(state, batch) -> (state, logs)` doing each member's whole
+        update, as in `fit(step=...)` (logs["loss"] required, the other logs averaged
+        per epoch); it updates with the `optimizer`'s transformation (pass the optax
+        transformation it closes over); `val` needs `objective=` to be scored.
+      init: `init(seed) -> TrainState` instead of the model's init (several models:
+        `fdl.init_train_state` with dicts); `seed` is traced. See `Population`.
       verbose: 2 prints a line per epoch.
 
     Returns:
@@ -564,14 +742,16 @@ def train_population(model: Layer, train, val=None, *, members: Sequence[MemberS
       (after its callbacks, e.g. restored to its early stopping's best).
 
     Raises:
-      ValueError: both a (non-default) `loss` and an `objective`, a `step`, data
-        that does not fit (as in `fit`), or a dict batch without `input_shape`.
+      ValueError: two things to minimize (a non-default `loss` with an `objective` or
+        a `step`), data that does not fit (as in `fit`), a dict batch without
+        `input_shape`, `val` with a `step` but no `objective`, a step without
+        logs["loss"], or a member hyperparameter its state does not inject.
 
     Each call builds its programs; a `Population` object keeps them across calls.
     """
     population = Population(model, loss=loss, objective=objective, optimizer=optimizer, batch_size=batch_size,
                             metrics=metrics, augment=augment, strategy=strategy,
-                            max_members=max_members, eval_batch_size=eval_batch_size, step=step)
+                            max_members=max_members, eval_batch_size=eval_batch_size, step=step, init=init)
     return population.train(train, val, members=members, epochs=epochs, input_shape=input_shape,
                             callbacks=callbacks, monitor=monitor, mode=mode, on_epoch_end=on_epoch_end,
                             verbose=verbose)

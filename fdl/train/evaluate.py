@@ -195,9 +195,10 @@ class Evaluator:
         results = to_floats(self._objective_results(jax.device_get(acc), names))  # device_get sorts the keys
         return {name: results[name] for name in [*names, *(m.name for m in self.metrics)]}
 
-    def stage(self, x, y=None):
+    def stage(self, x, y=None, *, sharding=None):
         """A split cut into this evaluator's batches and put on the device once, for
-        `evaluate_staged` (a split evaluated after every epoch). Arguments as in `evaluate`.
+        `evaluate_staged` (a split evaluated after every epoch). Arguments as in `evaluate`;
+        `sharding`: where to put it (default: the default device; with a mesh, replicated on it).
 
         Returns:
           for a loss, (x, y, mask) stacked (num_batches, batch_size, ...), the last
@@ -210,10 +211,10 @@ class Evaluator:
             stacked = None if full == 0 else jax.tree.map(
                 lambda a: np.asarray(a)[:full].reshape(-1, self.batch_size, *a.shape[1:]), x)
             remainder = None if full == n else jax.tree.map(lambda a: np.asarray(a)[full:], x)
-            return jax.device_put((stacked, remainder))
+            return jax.device_put((stacked, remainder), sharding)
         parts = list(padded_batches(np.asarray(x), None if y is None else np.asarray(y), self.batch_size))
         return jax.device_put(tuple(None if parts[0][i] is None else np.stack([part[i] for part in parts])
-                                    for i in range(3)))
+                                    for i in range(3)), sharding)
 
     def evaluate_staged(self, params, model_state, staged, step=None) -> dict:
         """`evaluate` of a staged split as ONE compiled call that returns device arrays without waiting.

@@ -27,6 +27,7 @@ from fdl.train.callbacks import ProgressBar, Run, as_callback
 from fdl.train.checks import check_data, check_example_tree, check_positive_int
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator, to_floats
 from fdl.train.interrupt import TrainingInterrupted, graceful_interrupts
+from fdl.train.mesh import as_mesh, check_divisible, constrain_state, replicated, state_sharding
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_custom_step, make_train_step
@@ -132,8 +133,8 @@ def _validation(model, val, *, supervised_path: bool, loss_fn, input_shape, obje
 def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective=None, step=None,
         input_shape=None, optimizer="adam", epochs: int = 1, batch_size: int = 32, metrics: Sequence = (),
         callbacks: Sequence = (), seed: int = 0, augment=None, state: TrainState | None = None,
-        fused: bool = True, placement: str = "auto", per_example: bool = False,
-        eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE, verbose: int = 1) -> tuple[TrainState, History]:
+        fused: bool = True, placement: str = "auto", per_example: bool = False, mesh=None,
+        shard_params: str | None = None, eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE, verbose: int = 1) -> tuple[TrainState, History]:
     """Trains `model` on `train` and returns the final state and the per-epoch history.
 
     Each epoch is one compiled call: by default `lax.scan` over the epoch's
@@ -188,6 +189,12 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
       placement: "device" (upload the data once), "host" (stream batches), or
         "auto": the device when the data takes at most half its free memory.
       per_example: feed the optimizer per-example gradients (DP-SGD through optax).
+      mesh: data parallelism (fdl.train.mesh): an int N or "all" (the first N local
+        devices), or a `jax.sharding.Mesh` with an axis "data". Each batch is split
+        over the devices (batch_size a multiple of their number), the state is
+        replicated, and the numbers are one device's to float rounding. None: one device.
+      shard_params: with a mesh, "fsdp" splits the params and optimizer state over
+        the devices too (each holds ~1/N; fdl.train.mesh); None keeps them replicated.
       eval_batch_size: batch size of validation passes.
       verbose: 0 quiet, 1 progress bar on a terminal, 2 also one line per epoch otherwise.
 
@@ -226,6 +233,11 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
         n = check_example_tree("train", data)
         input_shape = tuple(input_shape) if input_shape is not None else _default_input_shape(data)
     batch_size = check_positive_int("batch_size", batch_size, maximum=n)
+    mesh = as_mesh(mesh)
+    if mesh is not None:
+        check_divisible("batch_size", batch_size, mesh)
+    elif shard_params is not None:
+        raise ValueError(f"shard_params: {shard_params!r} shards over a mesh — pass mesh= (e.g. mesh='all')")
     val_data = _validation(model, val, supervised_path=supervised_path, loss_fn=loss_fn,
                            input_shape=input_shape, objective=objective)
     metric_list = metrics_for(model, input_shape, metrics) if metrics else ()
@@ -234,14 +246,19 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
             raise ValueError("input_shape: the batch does not show the model's per-example input "
                              "shape (a dict batch) — pass input_shape=, or a state= to train")
         state = init_train_state(model, input_shape, tx, seed)
+    state_shardings = None if mesh is None else state_sharding(state, mesh, shard_params)
+    if state_shardings is not None:
+        state = jax.device_put(state, state_shardings)
     train_step = make_custom_step(step) if step is not None else make_train_step(
         model, loss_fn, tx, objective=objective, augment=augment, per_example=per_example)
+    if shard_params is not None:  # every step's new state keeps the split it was given
+        train_step = constrain_state(train_step, state_shardings)
     if placement == "auto":
         placement = "host" if stream is not None or not fits_on_device(data) else "device"
     if placement == "device":
-        epoch_runner = device_epochs(train_step, batch_size, metric_list, fused, data)
+        epoch_runner = device_epochs(train_step, batch_size, metric_list, fused, data, mesh=mesh)
     elif placement == "host":
-        epoch_runner = host_epochs(train_step, batch_size, metric_list, data, stream)
+        epoch_runner = host_epochs(train_step, batch_size, metric_list, data, stream, mesh=mesh)
     else:
         raise ValueError(f"fit: placement must be 'auto', 'device' or 'host', got {placement!r}")
     steps_per_epoch = epoch_runner.steps_per_epoch
@@ -250,7 +267,8 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
     if val_data is not None:
         evaluator = Evaluator(model, loss=loss_fn, objective=objective, metrics=metric_list,
                               batch_size=eval_batch_size)
-        staged_val = evaluator.stage(*(val_data if supervised_path else (val_data,)))
+        staged_val = evaluator.stage(*(val_data if supervised_path else (val_data,)),
+                                     sharding=None if mesh is None else replicated(mesh))
 
     def validate(new_state: TrainState):
         """The validation scores of `new_state`, queued (None without val)."""

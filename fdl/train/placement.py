@@ -12,7 +12,6 @@ import itertools
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fdl.data.order import batch_indices
@@ -21,6 +20,7 @@ from fdl.train.epoch import (EpochProgress, HostEpoch, StepEpoch, advance_epoch,
                              finish_epoch, host_batches, make_batches_epoch, make_replay_batches,
                              make_replay_epoch, make_train_epoch, num_examples, progress_is_finite,
                              replay_host_epoch, stage_epoch, take)
+from fdl.train.mesh import batches_sharding, examples_sharding, place, replicated
 from fdl.train.state import TrainState, data_key
 
 __all__ = ["DEVICE_SHARE", "free_device_bytes", "fits_on_device", "default_feed", "Epochs", "device_epochs",
@@ -76,14 +76,19 @@ class Epochs:
     the epoch or -1)`, from a state after `start` steps of the epoch.
     No state is donated: the state an epoch starts from is kept until the
     epoch is known to be finite, so a NaN never overwrites the last good state.
+    With a `mesh` (fdl.train.mesh) every batch is sharded over its "data"
+    axis and the data kept on the device is replicated.
     """
 
     donates = False
 
-    def __init__(self, step, batch_size: int, metrics, data):
+    def __init__(self, step, batch_size: int, metrics, data, mesh=None):
         self.steps_per_epoch = num_examples(data) // batch_size
         self._num_examples, self._batch_size = num_examples(data), batch_size
-        self._key = self._rows = None
+        self._replicated = None if mesh is None else replicated(mesh)
+        self._batches = None if mesh is None else batches_sharding(mesh)        # (steps, batch, ...)
+        self._examples = None if mesh is None else examples_sharding(mesh)      # (batch, ...)
+        self._key = self._rows = self._device_rows = None
         self._finish = jax.jit(lambda progress: _summarized(*finish_epoch(metrics, progress)))
         self.is_finite = jax.jit(progress_is_finite)
 
@@ -95,6 +100,12 @@ class Epochs:
             self._rows = epoch, batch_indices(self._key, epoch, self._num_examples, self._batch_size)
         return self._rows[1]
 
+    def device_indices(self, state: TrainState, epoch: int) -> jax.Array:
+        """`indices` on the device (each batch's rows sharded like the batch), uploaded once an epoch."""
+        if self._device_rows is None or self._device_rows[0] != epoch:
+            self._device_rows = epoch, place(self.indices(state, epoch), self._batches)
+        return self._device_rows[1]
+
     def finish(self, progress: EpochProgress):
         return self._finish(progress)
 
@@ -102,8 +113,8 @@ class Epochs:
 class _FusedEpochs(Epochs):
     """Each epoch (or chunk) one `lax.scan`; `feed` says how its steps get their batches."""
 
-    def __init__(self, step, batch_size: int, metrics, data, feed: str):
-        super().__init__(step, batch_size, metrics, data)
+    def __init__(self, step, batch_size: int, metrics, data, feed: str, mesh=None):
+        super().__init__(step, batch_size, metrics, data, mesh)
         self._staged = feed == "staged"
         spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), data)
         self._begin = jax.jit(lambda state: begin_epoch(step, metrics, state, spec, self.steps_per_epoch))
@@ -114,7 +125,7 @@ class _FusedEpochs(Epochs):
             self._advance = jax.jit(lambda progress, batches: advance_epoch(step, metrics, progress, batches))
             self._replay = jax.jit(make_replay_batches(step))
         else:
-            self._data = jax.device_put(jax.tree.map(jnp.asarray, data))
+            self._data = place(jax.tree.map(np.asarray, data), self._replicated)
             train_epoch = make_train_epoch(step, batch_size, metrics)
             self._run = jax.jit(lambda state, data, rows: _summarized(*train_epoch(state, data, rows)))
             self._advance = jax.jit(lambda progress, data, rows: advance_epoch(
@@ -123,9 +134,10 @@ class _FusedEpochs(Epochs):
 
     def _feed(self, state, epoch: int, start: int = 0, stop: int | None = None) -> tuple:
         """The arguments after the state that give steps start .. stop - 1 their batches."""
-        rows = self.indices(state, epoch)[start:stop]
         # staged: the batches cut on the host and uploaded (the next epoch's while this one trains)
-        return (jax.device_put(stage_epoch(self._data, rows)),) if self._staged else (self._data, rows)
+        if self._staged:
+            return (place(stage_epoch(self._data, self.indices(state, epoch)[start:stop]), self._batches),)
+        return self._data, self.device_indices(state, epoch)[start:stop]
 
     def run(self, state, epoch):
         return self._run(state, *self._feed(state, epoch))
@@ -145,9 +157,9 @@ class _SteppedEpochs(Epochs):
 
     donates = True
 
-    def __init__(self, step, batch_size: int, metrics, data):
-        super().__init__(step, batch_size, metrics, data)
-        self._data = jax.device_put(jax.tree.map(jnp.asarray, data))
+    def __init__(self, step, batch_size: int, metrics, data, mesh=None):
+        super().__init__(step, batch_size, metrics, data, mesh)
+        self._data = place(jax.tree.map(np.asarray, data), self._replicated)
         self._stepper = StepEpoch(step, metrics)
         self._replay = jax.jit(make_replay_epoch(step))
 
@@ -155,13 +167,13 @@ class _SteppedEpochs(Epochs):
         return self.finish(self.advance(self.begin(state, epoch), epoch, 0, self.steps_per_epoch))
 
     def begin(self, state, epoch):
-        return self._stepper.begin(state, self._data, self.indices(state, epoch))
+        return self._stepper.begin(state, self._data, self.device_indices(state, epoch))
 
     def advance(self, progress, epoch, start, stop):
-        return self._stepper.advance(progress, self._data, self.indices(progress.state, epoch), stop - start)
+        return self._stepper.advance(progress, self._data, self.device_indices(progress.state, epoch), stop - start)
 
     def replay(self, state, epoch, start=0):
-        return self._replay(state, self._data, self.indices(state, epoch)[start:])
+        return self._replay(state, self._data, self.device_indices(state, epoch)[start:])
 
 
 class _HostEpochs(Epochs):
@@ -169,13 +181,13 @@ class _HostEpochs(Epochs):
 
     donates = True
 
-    def __init__(self, step, batch_size: int, metrics, data, stream: NpyStream | None):
-        super().__init__(step, batch_size, metrics, data)
+    def __init__(self, step, batch_size: int, metrics, data, stream: NpyStream | None, mesh=None):
+        super().__init__(step, batch_size, metrics, data, mesh)
         self._step, self._host_data, self._stream = step, data, stream
         self._host = HostEpoch(step, metrics)
         self._prefetch = stream.prefetch if stream is not None else 2
 
-    def _batches(self, state, epoch: int, start: int = 0):
+    def _host_batches(self, state, epoch: int, start: int = 0):
         """The epoch's host batches from batch `start` on (read lazily)."""
         if self._stream is not None:
             return self._stream.host_batches(data_key(state), epoch, self._batch_size, start=start)
@@ -185,18 +197,19 @@ class _HostEpochs(Epochs):
         return self.finish(self.advance(self.begin(state, epoch), epoch, 0, self.steps_per_epoch))
 
     def begin(self, state, epoch):
-        return self._host.begin(state, next(self._batches(state, epoch)), self.steps_per_epoch)
+        return self._host.begin(state, next(self._host_batches(state, epoch)), self.steps_per_epoch)
 
     def advance(self, progress, epoch, start, stop):
-        chunk = itertools.islice(self._batches(progress.state, epoch, start), stop - start)
-        with Prefetcher(chunk, size=self._prefetch) as prefetched:
+        chunk = itertools.islice(self._host_batches(progress.state, epoch, start), stop - start)
+        with Prefetcher(chunk, size=self._prefetch, device=self._examples) as prefetched:
             return self._host.advance(progress, prefetched)
 
     def replay(self, state, epoch, start=0):
-        return replay_host_epoch(self._step, state, self._batches(state, epoch, start))
+        return replay_host_epoch(self._step, state, (place(batch, self._examples)
+                                                     for batch in self._host_batches(state, epoch, start)))
 
 
-def device_epochs(step, batch_size: int, metrics, fused: bool, data, *, feed: str = "auto") -> Epochs:
+def device_epochs(step, batch_size: int, metrics, fused: bool, data, *, feed: str = "auto", mesh=None) -> Epochs:
     """Epochs for data (a pytree with a leading example axis) that fits on the device.
 
     fused with feed "staged": each epoch's batches are cut on the host in the
@@ -206,15 +219,18 @@ def device_epochs(step, batch_size: int, metrics, fused: bool, data, *, feed: st
     their batches from the epoch's indices; "auto": `default_feed()`. Not
     fused: one call per step, the data on the device. Every way gives the same
     batches in the same order (`fdl.data.batch_indices`, drawn on the host).
+    With a `mesh` (fdl.train.mesh) the batches are sharded over its "data"
+    axis, the data on the device replicated.
     """
     feed = default_feed() if feed == "auto" else feed
     if feed not in ("gather", "staged"):
         raise ValueError(f"feed: expected 'auto', 'gather' or 'staged', got {feed!r}")
     if fused:
-        return _FusedEpochs(step, batch_size, metrics, data, feed)
-    return _SteppedEpochs(step, batch_size, metrics, data)
+        return _FusedEpochs(step, batch_size, metrics, data, feed, mesh)
+    return _SteppedEpochs(step, batch_size, metrics, data, mesh)
 
 
-def host_epochs(step, batch_size: int, metrics, data, stream: NpyStream | None) -> Epochs:
-    """Keep the data (numpy or memory-mapped) on the host; prefetch each epoch's batches."""
-    return _HostEpochs(step, batch_size, metrics, data, stream)
+def host_epochs(step, batch_size: int, metrics, data, stream: NpyStream | None, *, mesh=None) -> Epochs:
+    """Keep the data (numpy or memory-mapped) on the host; prefetch each epoch's batches (each
+    device's slice straight to its device, with a mesh)."""
+    return _HostEpochs(step, batch_size, metrics, data, stream, mesh)

@@ -61,6 +61,8 @@ HONOURED = {
 }
 REFUSED = {
     "training.fused": ["training.fused=false"],
+    "training.devices": ["training.devices=2"],
+    "training.shard_params": ["training.shard_params=fsdp"],
 }
 
 

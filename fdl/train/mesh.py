@@ -1,0 +1,118 @@
+"""Data parallelism over a `jax.sharding.Mesh`: one model trained on many devices.
+
+The mesh has an axis "data". Every batch is sharded along its example axis
+over "data" (device i holds rows i·B/N .. (i+1)·B/N - 1 of a batch of B), the
+TrainState is replicated on every device, and the step stays ONE jitted
+program: XLA's SPMD partitioner inserts the gradient all-reduce (no `pmap`, no
+hand-written collectives). As the model is applied through `fdl.batched` (a
+vmap over the whole global batch), a mean over the batch — a loss, BatchNorm's
+statistics, an exact metric — is over the global batch, so N devices compute
+the numbers of one device (to float rounding: the sums are split N ways).
+
+    mesh = data_mesh(4)                            # the first 4 local devices
+    fit(model, data, mesh=mesh, batch_size=128)    # 32 examples a device
+
+With `shard_params="fsdp"` the state is sharded too (FSDP, ZeRO-3 style): each
+array of the params and optimizer state is split over "data" along its largest
+axis that the devices divide (an array with none stays replicated), and every
+step's new state is constrained to the same sharding; XLA gathers the params
+for the compute and reduce-scatters the gradients. Each device then holds ~1/N
+of the state.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["DATA_AXIS", "SHARD_PARAMS", "data_mesh", "as_mesh", "check_divisible", "replicated",
+           "examples_sharding", "batches_sharding", "state_sharding", "constrain_state", "place"]
+
+DATA_AXIS = "data"
+SHARD_PARAMS = (None, "fsdp")  # how the TrainState lies on the mesh: replicated, or split over "data"
+
+
+def data_mesh(devices: int | str | None = "all") -> Mesh:
+    """A 1-D mesh with axis "data" over the first `devices` local devices ("all": every one)."""
+    local = jax.local_devices()
+    count = len(local) if devices in ("all", None) else devices
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(local):
+        raise ValueError(f"devices: expected 'all' or an int in [1, {len(local)}] (the local "
+                         f"{local[0].platform} devices), got {devices!r}")
+    return Mesh(np.array(local[:count]), (DATA_AXIS,))
+
+
+def as_mesh(mesh: Mesh | int | str | None) -> Mesh | None:
+    """`fit`'s `mesh` argument as a Mesh with a "data" axis (None: one device, no mesh)."""
+    if mesh is None or isinstance(mesh, Mesh):
+        if mesh is not None and DATA_AXIS not in mesh.axis_names:
+            raise ValueError(f"mesh: expected an axis named {DATA_AXIS!r} (the batch is sharded over it), "
+                             f"got axes {mesh.axis_names} — build it with fdl.train.mesh.data_mesh(N)")
+        return mesh
+    return data_mesh(mesh)
+
+
+def check_divisible(name: str, batch_size: int, mesh: Mesh) -> None:
+    """One-line error when `batch_size` does not split evenly over the mesh's data axis."""
+    devices = mesh.shape[DATA_AXIS]
+    if batch_size % devices:
+        lower, upper = batch_size // devices * devices, -(-batch_size // devices) * devices
+        nearest = " or ".join(str(size) for size in (lower, upper) if size > 0)
+        raise ValueError(f"{name}: {batch_size} examples do not split over {devices} devices — use a "
+                         f"multiple of {devices}, e.g. {nearest}")
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array (the TrainState, a validation split)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def examples_sharding(mesh: Mesh) -> NamedSharding:
+    """A batch's leading (example) axis split over "data": for every leaf of a (batch, ...) pytree."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def batches_sharding(mesh: Mesh) -> NamedSharding:
+    """Stacked batches (steps, batch, ...): each batch's example axis split over "data"."""
+    return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
+def _split_largest_axis(leaf, mesh: Mesh) -> NamedSharding:
+    """`leaf` split over "data" along its largest axis the devices divide; replicated if none does."""
+    devices, shape = mesh.shape[DATA_AXIS], getattr(leaf, "shape", ())
+    axes = [axis for axis in sorted(range(len(shape)), key=lambda a: -shape[a]) if shape[axis] % devices == 0]
+    if not axes or devices == 1:
+        return replicated(mesh)
+    spec = [None] * len(shape)
+    spec[axes[0]] = DATA_AXIS
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def state_sharding(state, mesh: Mesh, shard_params: str | None):
+    """The NamedSharding of every leaf of a TrainState: replicated, or FSDP (see the module docstring)."""
+    if shard_params not in SHARD_PARAMS:
+        raise ValueError(f"shard_params: expected None (replicated) or 'fsdp', got {shard_params!r}")
+    if shard_params is None:
+        return jax.tree.map(lambda _: replicated(mesh), state)
+    return state.replace(params=jax.tree.map(lambda a: _split_largest_axis(a, mesh), state.params),
+                         opt_state=jax.tree.map(lambda a: _split_largest_axis(a, mesh), state.opt_state),
+                         model_state=jax.tree.map(lambda _: replicated(mesh), state.model_state),
+                         step=replicated(mesh), rng=replicated(mesh))
+
+
+def constrain_state(step, shardings):
+    """`step` whose new state keeps `shardings` (`jax.lax.with_sharding_constraint`), so a scan of
+    steps carries the state with the sharding it was given."""
+
+    def constrained(state, batch):
+        new_state, logs = step(state, batch)
+        return jax.lax.with_sharding_constraint(new_state, shardings), logs
+
+    return constrained
+
+
+def place(tree: Any, sharding: NamedSharding | None) -> Any:
+    """`jax.device_put(tree, sharding)`, or onto the default device when sharding is None."""
+    return jax.device_put(tree) if sharding is None else jax.device_put(tree, sharding)
