@@ -464,6 +464,16 @@ class Population:
         self.devices = jax.devices()
         self._programs: dict = {}
 
+    def _injection_fix(self) -> str:
+        """How to make a member hyperparameter `{name}` settable, for `_check_settable`'s error."""
+        if self.init is not None:
+            where = "build init's optimizers with"
+        elif isinstance(self.optimizer, dict):
+            return "give optimizer[{name!r}] a float (fdl.optim.make_optimizer injects every float it is given)"
+        else:
+            where = "build it with"
+        return where + " fdl.optim.make_optimizer(..., {name}=<a float>), which injects every float it is given"
+
     def _metrics(self, input_shape):
         return metrics_for(self.model, input_shape, self.metric_names) if self.metric_names else ()
 
@@ -521,13 +531,7 @@ class Population:
                 if not isinstance(shapes, TrainState):
                     raise TypeError(f"init: expected init(seed) -> fdl.TrainState (e.g. fdl.init_train_state("
                                     f"models, input_shapes, optimizers, seed)), got {type(shapes).__name__}")
-                fix = ("build init's optimizers with fdl.optim.make_optimizer(..., {name}=<a float>), which "
-                       "injects every float it is given" if self.init is not None else
-                       "give optimizer[{name!r}] a float (fdl.optim.make_optimizer injects every float it is given)"
-                       if isinstance(self.optimizer, dict) else
-                       "build it with fdl.optim.make_optimizer(..., {name}=<a float>), which injects every float "
-                       "it is given")
-                _check_settable(shapes, names, members, fix)
+                _check_settable(shapes, names, members, self._injection_fix())
             epoch_fn = make_population_epoch(self.model, self.loss, tx, objective=self.objective,
                                              batch_size=self.batch_size, metrics=metrics, augment=self.augment,
                                              map_batch_size=map_batch_size,

@@ -200,22 +200,25 @@ def test_a_plain_optax_transformation_logs_no_learning_rate_like_fit(data):
 def test_custom_step_mistakes_are_one_line_errors(data):
     train, val = data
     settings = dict(members=MEMBERS, epochs=1, batch_size=BATCH, verbose=0)
+    with_momentum = {**settings, "members": [MemberSpec(0, {"momentum": 0.9}), MemberSpec(1, {"momentum": 0.5})]}
     with pytest.raises(ValueError, match=r"^step: a custom step must return \(state, logs\) with logs\['loss'\]"):
         train_population(NET, train, step=lambda state, batch: (state, {"error": 0.0}), optimizer=TX, **settings)
     with pytest.raises(ValueError, match=r"^val: a custom step has no validation objective — pass objective="):
         train_population(NET, train, val, step=STEP, optimizer=TX, **settings)
     with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['momentum'\]: the 'discriminator' "
                                          r"optimizer of the member's state does not inject it — build init's"):
-        train_population(None, train[0], step=gan_step, init=gan_init,
-                         **{**settings, "members": [MemberSpec(0, {"momentum": 0.9}), MemberSpec(1, {"momentum": 0.5})]})
+        train_population(None, train[0], step=gan_step, init=gan_init, **with_momentum)
     mixed = {"generator": optax.sgd(0.1), "discriminator": OPTIMIZERS["discriminator"]}
     with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['learning_rate'\]: the 'generator' "
                                          r"optimizer of the member's state does not inject it"):
         train_population(None, train[0], step=gan_step, init=lambda seed: fdl.init_train_state(
             NETS, SHAPES, mixed, seed), **settings)
-    with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['momentum'\]: .* give optimizer\['momentum'\]"):
-        train_population(NET, train, step=STEP, optimizer={"name": "sgd"},
-                         **{**settings, "members": [MemberSpec(0, {"momentum": 0.9}), MemberSpec(1, {"momentum": 0.5})]})
+    with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['momentum'\]: .* give optimizer\['momentum'\] "
+                                         r"a float"):
+        train_population(NET, train, step=STEP, optimizer={"name": "sgd"}, **with_momentum)
+    with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['momentum'\]: the optimizer of the member's "
+                                         r"state does not inject it — build it with fdl.optim.make_optimizer"):
+        train_population(NET, train, step=STEP, optimizer=TX, **with_momentum)
     with pytest.raises(ValueError, match=r"^train_population: only some members set 'momentum' — give every "
                                          r"member a value$"):
         train_population(NET, train, step=STEP, optimizer=TX,
