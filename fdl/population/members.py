@@ -168,7 +168,7 @@ def make_population_epoch(model: Layer | None, loss, tx, *, batch_size: int, met
         def train(state):
             new_state, logs, train_metrics = train_epoch(state, data, rows)
             scores = {} if evaluator is None else evaluator.staged_scores(new_state.params, new_state.model_state,
-                                                                          val)
+                                                                          val, new_state.step)
             return new_state, logs, train_metrics, scores
 
         def skip(state):  # a stopped member: its state stays, its logs are zeros
@@ -397,15 +397,17 @@ class Population:
       A custom step (as `fit(step=...)`) updates with the transformation given as
       `optimizer=`; each member's learning rate lives in its own optimizer state:
       >>> tx = fdl.optim.make_optimizer("sgd")
-      >>> def step(state, batch):                      # my_loss(params, batch) -> ()
-      ...     loss, grads = jax.value_and_grad(my_loss)(state.params, batch)
+      >>> batch_loss = fdl.train.step.make_loss_fn(model, fdl.losses.cross_entropy)
+      >>> def step(state, batch):
+      ...     (loss, _), grads = jax.value_and_grad(batch_loss, has_aux=True)(
+      ...         state.params, state.model_state, *batch, fdl.train.state.step_key(state))
       ...     updates, opt_state = tx.update(grads, state.opt_state, state.params)
       ...     return state.replace(params=optax.apply_updates(state.params, updates),
       ...                          opt_state=opt_state), {"loss": loss}
       >>> population = Population(model, step=step, optimizer=tx, batch_size=100)
       >>> result = population.train((x, y), members=[MemberSpec(0, {"learning_rate": 0.1}),
       ...                                            MemberSpec(1, {"learning_rate": 0.01})], epochs=2)
-      >>> [h[-1]["learning_rate"] for h in result.histories]
+      >>> [round(h[-1]["learning_rate"], 6) for h in result.histories]
       [0.1, 0.01]
 
     Args:
@@ -665,7 +667,7 @@ class Population:
         if key not in self._programs:
             evaluator = self._evaluator(self._metrics(input_shape))
             self._programs[key] = jax.jit(lambda states, batches: jax.lax.map(
-                lambda m: evaluator.staged_scores(m.params, m.model_state, batches), states))
+                lambda m: evaluator.staged_scores(m.params, m.model_state, batches, m.step), states))
         scores = jax.device_get(self._programs[key](states, batches))
         population = jax.tree.leaves(states)[0].shape[0]
         return [{k: to_python(v[i]) for k, v in scores.items()} for i in range(population)]
@@ -701,12 +703,12 @@ def train_population(model: Layer | None, train, val=None, *, members: Sequence[
       >>> sorted(k for k in result.final[0] if "reconstruction" in k or "mse" in k)
       ['mse', 'reconstruction', 'val_mse', 'val_reconstruction']
 
-      A GAN over seeds: a custom step on two models, each member's state from `init(seed)`:
-      >>> init = lambda seed: fdl.init_train_state(nets, shapes, optimizers, seed)
-      >>> result = train_population(None, x, members=[MemberSpec(0), MemberSpec(1)], step=gan_step,
-      ...                           init=init, epochs=2, batch_size=64)
-      >>> sorted(result.final[0])[:3]
-      ['d_loss', 'epoch', 'g_loss']
+      A GAN over seeds — a custom step on two models (as experiments/gan.py), each
+      member's state from `init(seed)` (tests/population/test_custom_step.py runs it):
+
+          init = lambda seed: fdl.init_train_state(nets, shapes, optimizers, seed)
+          result = train_population(None, x, members=[MemberSpec(0), MemberSpec(1)],
+                                    step=gan_step, init=init, epochs=2, batch_size=64)
 
     Args:
       model, train, val, loss, objective, input_shape, metrics, augment, batch_size, epochs,

@@ -107,7 +107,7 @@ def test_bad_combinations_are_one_line_errors_naming_the_argument(data):
     members, settings = MEMBERS[:1], {**COMMON, "epochs": 1}
     with pytest.raises(ValueError, match=r"^loss/objective: both given — give one"):
         train_population(model(), *data, members=members, loss="mse", objective=weighted_error, **settings)
-    with pytest.raises(ValueError, match=r"^step: a population trains a loss= or an objective="):
+    with pytest.raises(ValueError, match=r"^val: a custom step has no validation objective"):
         train_population(model(), *data, members=members, step=lambda state, batch: (state, {}), **settings)
     with pytest.raises(ValueError, match=r"^input_shape: the train batch does not show"):
         train_population(model(), *data, members=members, objective=weighted_error,
