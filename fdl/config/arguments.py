@@ -23,6 +23,7 @@ from fdl.config.load import ConfigError
 from fdl.nn.core import ShapeError
 from fdl.train import callbacks as cb
 from fdl.train.mesh import SHARD_PARAMS, data_mesh
+from fdl.train.precision import PRECISIONS
 
 __all__ = ["RunArguments", "build_arguments", "check_model_fits_data", "check_population_keys",
            "CLASSIFICATION_METRICS"]
@@ -46,6 +47,13 @@ def _check_metrics(config: DictConfig) -> None:
     if wrong:
         raise ConfigError(f"metrics: {', '.join(wrong)} need class labels, but data.target is 'input' "
                           "(the model reconstructs its input) — use metrics: [mse, mae] or []")
+
+
+def build_precision(name: str) -> str:
+    """`training.precision`, checked (fdl.train.precision)."""
+    if name not in PRECISIONS:
+        raise ConfigError(f"training.precision: expected one of {', '.join(PRECISIONS)}, got {name!r}")
+    return name
 
 
 def build_mesh(devices, shard_params=None):
@@ -75,6 +83,9 @@ def check_population_keys(config: DictConfig) -> None:
     Raises:
       ConfigError: `training.fused: false`, `training.devices`, or a `sample:` section.
     """
+    if config.training.get("precision", "float32") != "float32":
+        raise ConfigError(f"training.precision: {config.training.precision} — a population trains in float32; "
+                          "remove the key (and set it on the `fdl train` of the best point)")
     for key in ("devices", "shard_params"):
         if config.training.get(key) is not None:
             raise ConfigError(f"training.{key}: a sweep splits its members over the devices itself — remove "
@@ -133,7 +144,8 @@ class RunArguments:
                     callbacks=self.callbacks(), seed=self.config.seed, augment=self.augment,
                     input_shape=tuple(self.data.dataset.feature_shape),  # what a dict batch does not show
                     fused=training.fused, eval_batch_size=training.eval_batch_size, verbose=training.verbose,
-                    mesh=build_mesh(training.devices, training.shard_params), shard_params=training.shard_params)
+                    mesh=build_mesh(training.devices, training.shard_params), shard_params=training.shard_params,
+                    precision=build_precision(training.precision))
 
     def population_arguments(self) -> dict:
         """`fdl.population.train_population` keyword arguments (members apart) for the same run.

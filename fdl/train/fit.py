@@ -11,6 +11,7 @@ import time
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -28,6 +29,7 @@ from fdl.train.checks import check_data, check_example_tree, check_positive_int
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator, to_floats
 from fdl.train.interrupt import TrainingInterrupted, graceful_interrupts
 from fdl.train.mesh import as_mesh, check_divisible, constrain_state, replicated, state_sharding
+from fdl.train.precision import cast_floating, dynamic_loss_scale, get_precision, updates_in_float32
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_custom_step, make_train_step
@@ -134,7 +136,7 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
         input_shape=None, optimizer="adam", epochs: int = 1, batch_size: int = 32, metrics: Sequence = (),
         callbacks: Sequence = (), seed: int = 0, augment=None, state: TrainState | None = None,
         fused: bool = True, placement: str = "auto", per_example: bool = False, mesh=None,
-        shard_params: str | None = None, eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE, verbose: int = 1) -> tuple[TrainState, History]:
+        shard_params: str | None = None, precision: str = "float32", eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE, verbose: int = 1) -> tuple[TrainState, History]:
     """Trains `model` on `train` and returns the final state and the per-epoch history.
 
     Each epoch is one compiled call: by default `lax.scan` over the epoch's
@@ -195,6 +197,10 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
         replicated, and the numbers are one device's to float rounding. None: one device.
       shard_params: with a mesh, "fsdp" splits the params and optimizer state over
         the devices too (each holds ~1/N; fdl.train.mesh); None keeps them replicated.
+      precision: "float32", "bfloat16", "float16", "mixed_bfloat16" or
+        "mixed_float16" (fdl.train.precision): mixed keeps params and optimizer
+        state in float32 and computes in the low dtype; float16 adds dynamic
+        loss scaling (a step with non-finite gradients is skipped, the scale lowered).
       eval_batch_size: batch size of validation passes.
       verbose: 0 quiet, 1 progress bar on a terminal, 2 also one line per epoch otherwise.
 
@@ -216,7 +222,14 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
     if val is None and hasattr(train, "val") and getattr(train, "val") is not None:
         val = train.val
     stream = train if isinstance(train, NpyStream) else None
-    epochs, tx = check_positive_int("epochs", epochs), as_optimizer(optimizer)
+    epochs, tx, mode = check_positive_int("epochs", epochs), as_optimizer(optimizer), get_precision(precision)
+    if mode.name != "float32" and step is not None:
+        raise ValueError(f"precision: {precision!r} casts inside fdl's step — a custom step= does its own "
+                         "arithmetic: cast in it (fdl.train.precision.cast_floating) and keep precision='float32'")
+    if mode.param_dtype != jnp.float32:  # pure low precision: the optimizer's arithmetic in float32
+        tx = updates_in_float32(tx)
+    if mode.scales_loss:
+        tx = dynamic_loss_scale(tx)
     supervised_path = objective is None and step is None
     loss_fn = get_loss(loss) if supervised_path else None
     _check_model_arguments(model, step=step, state=state, objective=objective, metrics=metrics,
@@ -246,11 +259,14 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
             raise ValueError("input_shape: the batch does not show the model's per-example input "
                              "shape (a dict batch) — pass input_shape=, or a state= to train")
         state = init_train_state(model, input_shape, tx, seed)
+        if mode.param_dtype != jnp.float32:  # pure low precision: the params and the optimizer state too
+            state = jax.jit(lambda s: s.replace(params=cast_floating(s.params, mode.param_dtype),
+                                                opt_state=tx.init(cast_floating(s.params, mode.state_dtype))))(state)
     state_shardings = None if mesh is None else state_sharding(state, mesh, shard_params)
     if state_shardings is not None:
         state = jax.device_put(state, state_shardings)
     train_step = make_custom_step(step) if step is not None else make_train_step(
-        model, loss_fn, tx, objective=objective, augment=augment, per_example=per_example)
+        model, loss_fn, tx, objective=objective, augment=augment, per_example=per_example, precision=mode)
     if shard_params is not None:  # every step's new state keeps the split it was given
         train_step = constrain_state(train_step, state_shardings)
     if placement == "auto":

@@ -24,6 +24,7 @@ import optax
 from fdl.nn.core import BATCH_AXIS, Layer, batched
 from fdl.nn.normalization import NO_BATCH_AXIS_MESSAGE
 from fdl.objectives import PREDICTIONS, Objective, supervised, takes_step
+from fdl.train.precision import Precision, loss_scale, mixed_apply
 from fdl.train.state import TrainState, step_key
 
 Loss = Callable[[jax.Array, jax.Array], jax.Array]  # (output, target) of ONE example -> ()
@@ -167,7 +168,7 @@ def _apply_updates(optimizer, state: TrainState, grads, model_state) -> TrainSta
 
 def make_train_step(model: Layer, loss: Loss | None, optimizer: optax.GradientTransformation, *,
                     objective: Objective | None = None, augment: Augment | None = None,
-                    per_example: bool = False):
+                    per_example: bool = False, precision: Precision | None = None):
     """`step(state, batch) -> (state, logs)`: one optimizer step on one batch.
 
     What is minimized is `objective` (see fdl.objectives), or — the Keras case —
@@ -192,6 +193,11 @@ def make_train_step(model: Layer, loss: Loss | None, optimizer: optax.GradientTr
         e.g. for `optax.contrib.differentially_private_aggregate` (DP-SGD). They
         come from one backward pass over the same augmented inputs and dropout
         masks as the batch loss; the loss reported is their mean. Needs `loss`.
+      precision: a `fdl.train.precision.Precision` other than float32: the model
+        computes in its compute dtype (params and inputs cast in, outputs back as
+        float32); with float16 the loss is multiplied by the optimizer state's
+        loss scale before differentiating (`optimizer` must then be wrapped by
+        `dynamic_loss_scale`), and the logged loss is the unscaled one.
 
     Returns:
       `step(state, batch) -> (new state, logs)`: logs["loss"] () the value
@@ -200,7 +206,11 @@ def make_train_step(model: Layer, loss: Loss | None, optimizer: optax.GradientTr
     """
     if (loss is None) == (objective is None):
         raise ValueError("make_train_step: give a per-example loss or an objective, not both")
+    low_precision = precision is not None and precision.name != "float32"
     if per_example:
+        if low_precision:
+            raise ValueError(f"precision: {precision.name!r} with per_example=True is not supported — "
+                             "train per-example gradients in float32")
         if loss is None:
             raise ValueError("per_example=True needs a per-example loss (loss=...), not an objective — "
                              "DP-SGD clips each example's gradient of its own loss")
@@ -216,20 +226,23 @@ def make_train_step(model: Layer, loss: Loss | None, optimizer: optax.GradientTr
         return step
     objective = objective if objective is not None else supervised(loss)
     train_apply = functools.partial(batched(model), train=True)
+    if low_precision:
+        train_apply = mixed_apply(train_apply, precision.compute_dtype)
     with_step = takes_step(objective)
 
-    def value(params, model_state, batch, key, step):
+    def value(params, model_state, batch, key, step, scale):
         extra = {"step": step} if with_step else {}
         loss_value, (model_state, logs) = objective(train_apply, params, model_state, batch, key, **extra)
-        return loss_value, (model_state, logs)
+        # differentiated: the loss times the loss scale (1 unless float16); reported: the loss
+        return loss_value if scale is None else loss_value * scale, (loss_value, model_state, logs)
 
     value_and_grad = jax.value_and_grad(value, has_aux=True)
 
     def step(state: TrainState, batch):
         key = step_key(state)
         batch = augment_batch(augment, batch, jax.random.split(key)[0])
-        (loss_value, (model_state, logs)), grads = value_and_grad(
-            state.params, state.model_state, batch, key, state.step)
+        (_, (loss_value, model_state, logs)), grads = value_and_grad(
+            state.params, state.model_state, batch, key, state.step, loss_scale(state.opt_state))
         logs = check_log_names(logs, "objective")
         return _apply_updates(optimizer, state, grads, model_state), {"loss": loss_value, **logs}
 

@@ -63,6 +63,7 @@ REFUSED = {
     "training.fused": ["training.fused=false"],
     "training.devices": ["training.devices=2"],
     "training.shard_params": ["training.shard_params=fsdp"],
+    "training.precision": ["training.precision=mixed_bfloat16"],
 }
 
 
