@@ -82,7 +82,7 @@ class Epochs:
 
     donates = False
 
-    def __init__(self, step, batch_size: int, metrics, data, mesh=None):
+    def __init__(self, batch_size: int, metrics, data, mesh=None):
         self.steps_per_epoch = num_examples(data) // batch_size
         self._num_examples, self._batch_size = num_examples(data), batch_size
         self._replicated = None if mesh is None else replicated(mesh)
@@ -106,6 +106,9 @@ class Epochs:
             self._device_rows = epoch, place(self.indices(state, epoch), self._batches)
         return self._device_rows[1]
 
+    def run(self, state: TrainState, epoch: int):
+        return self.finish(self.advance(self.begin(state, epoch), epoch, 0, self.steps_per_epoch))
+
     def finish(self, progress: EpochProgress):
         return self._finish(progress)
 
@@ -114,7 +117,7 @@ class _FusedEpochs(Epochs):
     """Each epoch (or chunk) one `lax.scan`; `feed` says how its steps get their batches."""
 
     def __init__(self, step, batch_size: int, metrics, data, feed: str, mesh=None):
-        super().__init__(step, batch_size, metrics, data, mesh)
+        super().__init__(batch_size, metrics, data, mesh)
         self._staged = feed == "staged"
         spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype), data)
         self._begin = jax.jit(lambda state: begin_epoch(step, metrics, state, spec, self.steps_per_epoch))
@@ -158,13 +161,10 @@ class _SteppedEpochs(Epochs):
     donates = True
 
     def __init__(self, step, batch_size: int, metrics, data, mesh=None):
-        super().__init__(step, batch_size, metrics, data, mesh)
+        super().__init__(batch_size, metrics, data, mesh)
         self._data = place(jax.tree.map(np.asarray, data), self._replicated)
         self._stepper = StepEpoch(step, metrics)
         self._replay = jax.jit(make_replay_epoch(step))
-
-    def run(self, state, epoch):
-        return self.finish(self.advance(self.begin(state, epoch), epoch, 0, self.steps_per_epoch))
 
     def begin(self, state, epoch):
         return self._stepper.begin(state, self._data, self.device_indices(state, epoch))
@@ -182,7 +182,7 @@ class _HostEpochs(Epochs):
     donates = True
 
     def __init__(self, step, batch_size: int, metrics, data, stream: NpyStream | None, mesh=None):
-        super().__init__(step, batch_size, metrics, data, mesh)
+        super().__init__(batch_size, metrics, data, mesh)
         self._step, self._host_data, self._stream = step, data, stream
         self._host = HostEpoch(step, metrics)
         self._prefetch = stream.prefetch if stream is not None else 2
@@ -192,9 +192,6 @@ class _HostEpochs(Epochs):
         if self._stream is not None:
             return self._stream.host_batches(data_key(state), epoch, self._batch_size, start=start)
         return host_batches(state, self._host_data, epoch, self._batch_size, start=start)
-
-    def run(self, state, epoch):
-        return self.finish(self.advance(self.begin(state, epoch), epoch, 0, self.steps_per_epoch))
 
     def begin(self, state, epoch):
         return self._host.begin(state, next(self._host_batches(state, epoch)), self.steps_per_epoch)
