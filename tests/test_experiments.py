@@ -210,6 +210,21 @@ def check_checkpoint(stdout: str) -> None:
     assert re.fullmatch(r"\s+\(target <= 5%: (PASS|MISS)\)", rows["every epoch"][5]), stdout  # one save: the target
 
 
+SCALE_ROW = re.compile(rf"^(resnet18|gpt)\s+(hand|fdl)\s+(\d+)\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER}x|-)$",
+                       re.M)
+
+
+def check_scale(stdout: str) -> None:
+    rows = {(m[1], m[2]): m for m in SCALE_ROW.finditer(stdout)}
+    assert set(rows) == {(model, variant) for model in ("resnet18", "gpt") for variant in ("hand", "fdl")}, stdout
+    for (model, variant), row in rows.items():
+        positive(row[3]), positive(row[4]), positive(row[5]), positive(row[6])
+        assert (row[7] == "-") == (variant == "hand"), row[0]
+    for match in targets(stdout, 2, rf"(resnet18|gpt): fdl/hand ({NUMBER}) \(target 0\.95\)"):
+        ratio = positive(match[3])
+        assert rows[match[2], "fdl"][7] == f"{match[3]}x" and (match[1] == "PASS") == (ratio >= 0.95), match[0]
+
+
 SCRIPTS = {
     "autoencoders": Covered("tests/test_programs.py::test_vae_program_writes_finite_elbo_and_prior_samples",
                             "the VAE half, one epoch, finite -ELBO, reconstruction and a samples PNG"),
@@ -218,6 +233,7 @@ SCRIPTS = {
     "benchmark_e2e": Smoke(check_e2e),
     "benchmark_engine": Smoke(check_engine),
     "benchmark_population": Smoke(check_population),
+    "benchmark_scale": Smoke(check_scale),
     "benchmark_sweep": Smoke(check_sweep),
     "char_gpt": Covered("tests/test_char_gpt.py::test_a_short_run_beats_the_unigram_model",
                         "main() on a tiny corpus beats the unigram model (no --smoke flag: --set overrides)"),

@@ -1,0 +1,337 @@
+"""Steps/s and achieved FLOP/s of `fdl.fit` against hand-written JAX for models of real size, on 1 device.
+
+Two models, float32, the sizes of configs/resnet18.yaml and configs/gpt_small.yaml:
+
+  resnet18  `fdl.nn.models.resnet18()` (11.2 M params, BatchNorm in train mode), batch 128 of
+            synthetic 32x32x3 images N(0, 1) with random labels 0-9, cross-entropy, SGD lr 0.1,
+            momentum 0.9, Nesterov
+  gpt       `fdl.nn.models.gpt(256, context=256, width=384, depth=6, heads=6)` (10.8 M params,
+            scanned blocks, no dropout), batch 16 of synthetic byte sequences (256 inputs and
+            their 256 next tokens), masked_sequence_cross_entropy, Adam 3e-4
+
+and two variants of each:
+
+  hand  the machine's limit: the same model written as plain JAX over the params pytree (fdl's
+        initial params, read by their names) on whole batches — `lax.conv_general_dilated` and
+        batch statistics for the ResNet, `jax.nn.dot_product_attention` in a `lax.scan` over the
+        stacked blocks for the GPT — and one jitted `lax.scan` of the optimizer step over
+        batches already on the device, cut once before timing (no shuffle, no gather), the
+        optax optimizer with its hyperparameters injected as fdl's are
+  fdl   `fdl.fit(model, data, ...)` with the data on the device (`placement="device"`): fdl's
+        own epoch (shuffle and gather on the device, one fused `lax.scan` per epoch), timed
+        from fit's history (`time_s` of epochs 2 .. W + 1 of one call; the first compiles, the
+        last has nothing queued behind it; see experiments/benchmark_engine.py)
+
+Both variants first take one step from the same params on the same batch: the losses must agree
+to float32 rounding (so both compute the same model), and that single step, jitted and lowered,
+gives each variant's FLOPs per step (`jax.jit(step).lower(...).compile().cost_analysis()`:
+XLA's count, forward and backward and the optimizer). A window is `--steps` steps (fdl: one
+epoch of that many batches); the table shows the best of `--windows` windows, its GFLOP/s
+(FLOPs per step x steps/s), and fdl's steps/s over hand's. Target (issue 14): fdl >= 0.95 x hand.
+
+Run alone on the machine (a 2-core CPU: minutes):
+  python experiments/benchmark_scale.py                  # both models, 3 steps a window, 3 windows
+  python experiments/benchmark_scale.py --models gpt --steps 5 --windows 5
+  python experiments/benchmark_scale.py --smoke          # seconds: width-reduced models, 2 steps
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+import fdl
+
+SEED = 0
+TARGET = 0.95
+BATCH_NORM_MOMENTUM, EPSILON = 0.9, 1e-5  # resnet18's BatchNorm and every LayerNorm's
+FULL = {"resnet18": {"batch": 128, "image": 32, "width": 64},
+        "gpt": {"batch": 16, "context": 256, "width": 384, "depth": 6, "heads": 6}}
+SMOKE = {"resnet18": {"batch": 8, "image": 16, "width": 4},
+         "gpt": {"batch": 4, "context": 32, "width": 32, "depth": 2, "heads": 2}}
+VOCAB, CLASSES = 256, 10
+
+
+class Task(NamedTuple):
+    """One model, with what both variants need to train it."""
+
+    name: str
+    model: fdl.nn.Layer
+    batch_size: int
+    data: Any  # fit's train argument: a pytree of (steps * batch, ...) arrays on the device
+    fit_arguments: dict  # loss= or objective=, input_shape=
+    input_shape: tuple
+    fdl_optimizer: optax.GradientTransformation
+    hand_optimizer: optax.GradientTransformation
+    fdl_loss: Any  # make_train_step's loss (None with an objective)
+    objective: Any
+    hand_loss: Callable  # (params, model_state, batch) -> (loss, new model_state)
+
+
+# ---- the hand-written ResNet-18 (batched NHWC, fdl's param names) ---------------------------
+
+def conv(x, w, strides: int):
+    """x: (batch, h, w, c), w: (k, k, c, f) HWIO, PyTorch padding k // 2 (resnet18's)."""
+    pad = w.shape[0] // 2
+    return lax.conv_general_dilated(x, w, (strides, strides), ((pad, pad), (pad, pad)),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def batch_norm(x, params, state):
+    """Train mode: batch statistics over (batch, h, w); the running ones updated (biased variance)."""
+    mean = x.mean(axis=(0, 1, 2))
+    var = jnp.square(x - mean).mean(axis=(0, 1, 2))
+    y = (x - mean) * lax.rsqrt(var + EPSILON) * params["scale"] + params["bias"]
+    running = {"mean": BATCH_NORM_MOMENTUM * state["mean"] + (1 - BATCH_NORM_MOMENTUM) * mean,
+               "var": BATCH_NORM_MOMENTUM * state["var"] + (1 - BATCH_NORM_MOMENTUM) * var}
+    return y, running
+
+
+def conv_norm(params, state, x, strides: int, conv_name: str = "conv2d_0", norm_name: str = "batch_norm_1"):
+    y, running = batch_norm(conv(x, params[conv_name]["w"], strides), params[norm_name], state[norm_name])
+    return y, {**state, norm_name: running}
+
+
+def block_body(params, state, x, strides: int):
+    """conv 3x3 (strides) -> BN -> relu -> conv 3x3 -> BN, with fdl's child names."""
+    h, state = conv_norm(params, state, x, strides)
+    return conv_norm(params, state, jax.nn.relu(h), 1, "conv2d_3", "batch_norm_4")
+
+
+def basic_block(params, state, x, strides: int):
+    if "residual_0" in params:  # identity shortcut
+        h, body = block_body(params["residual_0"], state["residual_0"], x, 1)
+        return jax.nn.relu(x + h), {**state, "residual_0": body}
+    branches, branch_state = params["parallel_0"], state["parallel_0"]
+    h, body = block_body(branches["body"], branch_state["body"], x, strides)
+    skip, shortcut = conv_norm(branches["shortcut"], branch_state["shortcut"], x, strides)
+    return jax.nn.relu(h + skip), {**state, "parallel_0": {"body": body, "shortcut": shortcut}}
+
+
+def resnet_forward(params, state, x):
+    """x: (batch, h, w, 3) -> ((batch, classes) logits, new running statistics)."""
+    h, stem = conv_norm(params["stem"], state["stem"], x, 1)
+    h, new_state = jax.nn.relu(h), {**state, "stem": stem}
+    for s in range(4):
+        stage = dict(state[f"stage_{s}"])
+        for b in range(2):
+            name = f"block_{b}"
+            h, stage[name] = basic_block(params[f"stage_{s}"][name], stage[name], h,
+                                         2 if s > 0 and b == 0 else 1)
+        new_state[f"stage_{s}"] = stage
+    logits = h.mean(axis=(1, 2)) @ params["head"]["w"] + params["head"]["b"]
+    return logits, new_state
+
+
+def resnet_loss(params, model_state, batch):
+    x, y = batch
+    logits, model_state = resnet_forward(params, model_state, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), model_state
+
+
+# ---- the hand-written GPT (batched, fdl's param names, blocks stacked for lax.scan) ----------
+
+def layer_norm(x, params):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = jnp.square(x - mean).mean(axis=-1, keepdims=True)
+    return (x - mean) * lax.rsqrt(var + EPSILON) * params["scale"] + params["bias"]
+
+
+def decoder_block(h, params):
+    """Pre-norm causal self-attention and GELU MLP, each with a residual: h (batch, length, width)."""
+    attention_params = params["residual_0"]["multi_head_self_attention_1"]
+    x = layer_norm(h, params["residual_0"]["layer_norm_0"])
+    q, k, v = (jnp.einsum("btf,fhd->bthd", x, attention_params[name]["w"]) + attention_params[name]["b"]
+               for name in ("query", "key", "value"))
+    heads = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    h = h + jnp.einsum("bthd,hdo->bto", heads, attention_params["out"]["w"]) + attention_params["out"]["b"]
+    mlp = params["residual_1"]
+    x = layer_norm(h, mlp["layer_norm_0"])
+    x = jax.nn.gelu(x @ mlp["dense_1"]["w"] + mlp["dense_1"]["b"], approximate=False)
+    return h + x @ mlp["dense_4"]["w"] + mlp["dense_4"]["b"], None
+
+
+def gpt_loss(params, model_state, batch):
+    """Mean next-token cross-entropy over every position of (batch, length + 1) tokens."""
+    tokens = batch["tokens"]
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    table = params["token_embedding"]["embedding"]
+    h = table[inputs] + params["position_embedding"]["embedding"][:inputs.shape[1]]
+    h, _ = lax.scan(decoder_block, h, params["blocks"])
+    logits = jnp.einsum("btf,vf->btv", layer_norm(h, params["final_norm"]), table)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean(), model_state
+
+
+# ---- tasks ------------------------------------------------------------------------------------
+
+def resnet_task(sizes: dict, steps: int) -> Task:
+    n, side = steps * sizes["batch"], sizes["image"]
+    x_key, y_key = jax.random.split(jax.random.key(SEED))
+    x = jax.random.normal(x_key, (n, side, side, 3), jnp.float32)
+    y = jax.random.randint(y_key, (n,), 0, CLASSES, jnp.int32)
+    sgd = {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}
+    return Task("resnet18", fdl.nn.models.resnet18(CLASSES, width=sizes["width"]), sizes["batch"], (x, y),
+                {"loss": "cross_entropy"}, (side, side, 3), fdl.optim.make_optimizer("sgd", **sgd),
+                optax.inject_hyperparams(optax.sgd)(**sgd), fdl.losses.get_loss("cross_entropy"), None,
+                resnet_loss)
+
+
+def gpt_task(sizes: dict, steps: int) -> Task:
+    n, context = steps * sizes["batch"], sizes["context"]
+    tokens = jax.random.randint(jax.random.key(SEED), (n, context + 1), 0, VOCAB, jnp.int32)
+    data = {"tokens": tokens, "mask": jnp.ones(tokens.shape, bool)}
+    model = fdl.nn.models.gpt(VOCAB, context, sizes["width"], sizes["depth"], sizes["heads"])
+    objective = fdl.objectives.masked_sequence_cross_entropy()
+    return Task("gpt", model, sizes["batch"], data, {"objective": objective, "input_shape": (context,)},
+                (context,), fdl.optim.make_optimizer("adam", learning_rate=3e-4),
+                optax.inject_hyperparams(optax.adam)(learning_rate=3e-4), None, objective, gpt_loss)
+
+
+TASKS = {"resnet18": resnet_task, "gpt": gpt_task}
+
+
+# ---- the two variants ---------------------------------------------------------------------------
+
+def hand_update(task: Task):
+    """`update((params, model_state, opt_state), batch) -> (carry, loss)`: one optimizer step."""
+
+    def update(carry, batch):
+        params, model_state, opt_state = carry
+        (loss, model_state), grads = jax.value_and_grad(task.hand_loss, has_aux=True)(params, model_state, batch)
+        updates, opt_state = task.hand_optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), model_state, opt_state), loss
+
+    return update
+
+
+def flops(compiled) -> float:
+    """XLA's FLOP count of a compiled program (cost_analysis is a dict, or a list of one in older jax)."""
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"])
+
+
+def first_steps(task: Task, reference: fdl.TrainState) -> dict:
+    """One step of each variant from `reference` on batch 0: {variant: (loss, FLOPs per step)}."""
+    batch = jax.tree.map(lambda leaf: leaf[:task.batch_size], task.data)
+    fdl_step = jax.jit(fdl.make_train_step(task.model, task.fdl_loss, task.fdl_optimizer,
+                                           objective=task.objective))
+    compiled = fdl_step.lower(reference, batch).compile()
+    _, logs = compiled(reference, batch)
+    carry = (reference.params, reference.model_state, task.hand_optimizer.init(reference.params))
+    hand = jax.jit(hand_update(task)).lower(carry, batch).compile()
+    _, hand_loss = hand(carry, batch)
+    return {"fdl": (float(logs["loss"]), flops(compiled)), "hand": (float(hand_loss), flops(hand))}
+
+
+def time_hand(task: Task, reference: fdl.TrainState, windows: int) -> list[float]:
+    """Seconds of each window: one jitted lax.scan over the batches, already cut and on the device."""
+    steps = jax.tree.leaves(task.data)[0].shape[0] // task.batch_size
+    batches = jax.block_until_ready(jax.tree.map(
+        lambda leaf: leaf.reshape(steps, task.batch_size, *leaf.shape[1:]), task.data))
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def epoch(carry, batches):
+        return lax.scan(hand_update(task), carry, batches)
+
+    params, model_state = jax.tree.map(jnp.copy, (reference.params, reference.model_state))
+    carry, losses = epoch((params, model_state, task.hand_optimizer.init(params)), batches)  # compiles
+    jax.block_until_ready(losses)
+    seconds = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        carry, losses = epoch(carry, batches)
+        jax.block_until_ready(losses)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def time_fdl(task: Task, reference: fdl.TrainState, windows: int) -> list[float]:
+    """Seconds of each window: epochs 2 .. windows + 1 of one `fdl.fit` call (see the docstring)."""
+    # From the shared initial state (a copy: fit may donate it), as `fit(seed=SEED)` would start.
+    _, history = fdl.fit(task.model, task.data, optimizer=task.fdl_optimizer, epochs=windows + 2,
+                         batch_size=task.batch_size, seed=SEED, state=jax.tree.map(jnp.copy, reference),
+                         placement="device", verbose=0, **task.fit_arguments)
+    return [row["time_s"] for row in history[1:windows + 1]]
+
+
+def loss_tolerance() -> float:
+    """float32 summation orders differ (vmap per example vs whole batches); GPUs may use TF32."""
+    return 1e-4 if jax.default_backend() == "cpu" else 2e-3
+
+
+def run_task(task: Task, steps: int, windows: int) -> dict:
+    """{variant: {"steps_per_s", "flops_per_step", "first_loss"}}; raises when the losses disagree."""
+    reference = fdl.init_train_state(task.model, task.input_shape, task.fdl_optimizer, SEED)
+    first = first_steps(task, reference)
+    (fdl_loss, _), (hand_loss, _) = first["fdl"], first["hand"]
+    if not math.isclose(fdl_loss, hand_loss, rel_tol=loss_tolerance()):
+        raise AssertionError(f"{task.name}: the first step's loss differs — fdl {fdl_loss:.7f}, "
+                             f"hand {hand_loss:.7f}: the two are not the same model")
+    seconds = {"hand": time_hand(task, reference, windows), "fdl": time_fdl(task, reference, windows)}
+    return {variant: {"steps_per_s": steps / min(seconds[variant]), "flops_per_step": first[variant][1],
+                      "first_loss": first[variant][0]} for variant in ("hand", "fdl")}
+
+
+# ---- report ---------------------------------------------------------------------------------------
+
+HEADER = f"{'model':<10}{'variant':<9}{'batch':>6}{'steps/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>10}{'fdl/hand':>10}"
+
+
+def report(results: dict, tasks: dict) -> list[str]:
+    lines = [HEADER]
+    verdicts = []
+    for name, rows in results.items():
+        ratio = rows["fdl"]["steps_per_s"] / rows["hand"]["steps_per_s"]
+        for variant in ("hand", "fdl"):
+            row = rows[variant]
+            gflop = row["flops_per_step"] / 1e9
+            shown = f"{ratio:.3f}x" if variant == "fdl" else "-"
+            lines.append(f"{name:<10}{variant:<9}{tasks[name].batch_size:>6}{row['steps_per_s']:>10.4f}"
+                         f"{gflop:>12.3f}{gflop * row['steps_per_s']:>10.3f}{shown:>10}")
+        verdicts.append(f"{'PASS' if ratio >= TARGET else 'FAIL'}  {name}: fdl/hand {ratio:.3f} "
+                        f"(target {TARGET:.2f})")
+    return lines + [""] + verdicts
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet18,gpt", help="comma-separated: resnet18, gpt")
+    parser.add_argument("--steps", type=int, default=3, help="steps per window (fdl: per epoch)")
+    parser.add_argument("--windows", type=int, default=3, help="timed windows; the best is shown")
+    parser.add_argument("--smoke", action="store_true", help="width-reduced models, 2 steps, 1 window")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps, args.windows = 2, 1
+    unknown = set(args.models.split(",")) - set(TASKS)
+    if unknown:
+        parser.error(f"--models: unknown {sorted(unknown)}; valid: {', '.join(TASKS)}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    sizes = SMOKE if args.smoke else FULL
+    names = args.models.split(",")
+    tasks = {name: TASKS[name](sizes[name], args.steps) for name in names}
+    device = jax.devices()[0]
+    print(f"== benchmark_scale: 1 device ({device.platform}: {device.device_kind}), float32, "
+          f"{args.steps} steps a window, best of {args.windows}{' (smoke sizes)' if args.smoke else ''} ==")
+    results = {}
+    for name, task in tasks.items():
+        start = time.perf_counter()
+        results[name] = run_task(task, args.steps, args.windows)
+        print(f"{name}: first-step loss fdl {results[name]['fdl']['first_loss']:.6f}, hand "
+              f"{results[name]['hand']['first_loss']:.6f}; {time.perf_counter() - start:.0f} s", flush=True)
+    print("\n".join(report(results, tasks)))
+
+
+if __name__ == "__main__":
+    main()
