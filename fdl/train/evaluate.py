@@ -21,6 +21,7 @@ import numpy as np
 from fdl.metrics import Metric
 from fdl.nn.core import Layer, batched
 from fdl.objectives import PREDICTIONS, takes_step
+from fdl.train.mesh import place
 from fdl.train.step import Loss
 
 __all__ = ["DEFAULT_EVAL_BATCH_SIZE", "Evaluator", "to_floats", "padded_batches", "objective_log_names",
@@ -211,10 +212,10 @@ class Evaluator:
             stacked = None if full == 0 else jax.tree.map(
                 lambda a: np.asarray(a)[:full].reshape(-1, self.batch_size, *a.shape[1:]), x)
             remainder = None if full == n else jax.tree.map(lambda a: np.asarray(a)[full:], x)
-            return jax.device_put((stacked, remainder), sharding)
+            return place((stacked, remainder), sharding)
         parts = list(padded_batches(np.asarray(x), None if y is None else np.asarray(y), self.batch_size))
-        return jax.device_put(tuple(None if parts[0][i] is None else np.stack([part[i] for part in parts])
-                                    for i in range(3)), sharding)
+        return place(tuple(None if parts[0][i] is None else np.stack([part[i] for part in parts])
+                           for i in range(3)), sharding)
 
     def evaluate_staged(self, params, model_state, staged, step=None) -> dict:
         """`evaluate` of a staged split as ONE compiled call that returns device arrays without waiting.

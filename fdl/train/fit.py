@@ -28,7 +28,7 @@ from fdl.train.callbacks import ProgressBar, Run, as_callback
 from fdl.train.checks import check_data, check_example_tree, check_positive_int
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator, to_floats
 from fdl.train.interrupt import TrainingInterrupted, graceful_interrupts
-from fdl.train.mesh import as_mesh, check_divisible, constrain_state, replicated, state_sharding
+from fdl.train.mesh import as_mesh, check_divisible, constrain_state, place, replicated, state_sharding
 from fdl.train.precision import cast_floating, dynamic_loss_scale, get_precision, updates_in_float32
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
@@ -264,7 +264,7 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
                                                 opt_state=tx.init(cast_floating(s.params, mode.state_dtype))))(state)
     state_shardings = None if mesh is None else state_sharding(state, mesh, shard_params)
     if state_shardings is not None:
-        state = jax.device_put(state, state_shardings)
+        state = place(state, state_shardings)
     train_step = make_custom_step(step) if step is not None else make_train_step(
         model, loss_fn, tx, objective=objective, augment=augment, per_example=per_example, precision=mode)
     if shard_params is not None:  # every step's new state keeps the split it was given

@@ -35,13 +35,15 @@ SHARD_PARAMS = (None, "fsdp")  # how the TrainState lies on the mesh: replicated
 
 
 def data_mesh(devices: int | str | None = "all") -> Mesh:
-    """A 1-D mesh with axis "data" over the first `devices` local devices ("all": every one)."""
+    """A 1-D mesh with axis "data" over the first `devices` local devices ("all": every one — over
+    several processes started with `jax.distributed`, every device of every process)."""
     local = jax.local_devices()
-    count = len(local) if devices in ("all", None) else devices
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(local):
+    if devices in ("all", None):
+        return Mesh(np.array(jax.devices()), (DATA_AXIS,))
+    if isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= len(local):
         raise ValueError(f"devices: expected 'all' or an int in [1, {len(local)}] (the local "
                          f"{local[0].platform} devices), got {devices!r}")
-    return Mesh(np.array(local[:count]), (DATA_AXIS,))
+    return Mesh(np.array(local[:devices]), (DATA_AXIS,))
 
 
 def as_mesh(mesh: Mesh | int | str | None) -> Mesh | None:
@@ -113,6 +115,23 @@ def constrain_state(step, shardings):
     return constrained
 
 
-def place(tree: Any, sharding: NamedSharding | None) -> Any:
-    """`jax.device_put(tree, sharding)`, or onto the default device when sharding is None."""
-    return jax.device_put(tree) if sharding is None else jax.device_put(tree, sharding)
+def place(tree: Any, sharding) -> Any:
+    """`jax.device_put(tree, sharding)`: onto the default device when sharding is None, else with
+    one NamedSharding for every leaf or a pytree of them shaped like `tree`.
+
+    Over several processes (`jax.distributed`) each process holds the same whole
+    value (the same data, order and seed) and gives its own devices their slices
+    of it (`jax.make_array_from_callback`), so nothing crosses between hosts.
+    """
+    if sharding is None:
+        return jax.device_put(tree)
+    if isinstance(sharding, NamedSharding):
+        return jax.tree.map(lambda leaf: _place_leaf(leaf, sharding), tree)
+    return jax.tree.map(_place_leaf, tree, sharding)
+
+
+def _place_leaf(leaf, sharding: NamedSharding):
+    if sharding.is_fully_addressable:
+        return jax.device_put(leaf, sharding)
+    value = np.asarray(leaf)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])

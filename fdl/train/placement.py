@@ -32,7 +32,7 @@ DEVICE_SHARE = 0.5  # the data may take this share of the device's free memory
 
 def free_device_bytes(device=None) -> int:
     """Free memory of `device` in bytes; on a CPU, half the machine's physical memory."""
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
