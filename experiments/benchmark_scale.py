@@ -275,7 +275,11 @@ def run_task(task: Task, steps: int, windows: int) -> dict:
     if not math.isclose(fdl_loss, hand_loss, rel_tol=loss_tolerance()):
         raise AssertionError(f"{task.name}: the first step's loss differs — fdl {fdl_loss:.7f}, "
                              f"hand {hand_loss:.7f}: the two are not the same model")
-    seconds = {"hand": time_hand(task, reference, windows), "fdl": time_fdl(task, reference, windows)}
+    seconds = {}
+    for variant, timer in (("hand", time_hand), ("fdl", time_fdl)):
+        seconds[variant] = timer(task, reference, windows)
+        print(f"{task.name} {variant}: windows of {steps} steps took "
+              f"{', '.join(f'{s:.2f}' for s in seconds[variant])} s", flush=True)
     return {variant: {"steps_per_s": steps / min(seconds[variant]), "flops_per_step": first[variant][1],
                       "first_loss": first[variant][0]} for variant in ("hand", "fdl")}
 
