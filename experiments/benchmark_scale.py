@@ -25,7 +25,11 @@ and two variants of each:
 Both variants first take one step from the same params on the same batch: the losses must agree
 to float32 rounding (so both compute the same model), and that single step, jitted and lowered,
 gives each variant's FLOPs per step (`jax.jit(step).lower(...).compile().cost_analysis()`:
-XLA's count, forward and backward and the optimizer). A window is `--steps` steps (fdl: one
+XLA's count, forward and backward and the optimizer). CAVEAT: XLA counts a `lax.scan` body once,
+not once per iteration, so the GPT's figure holds ONE of its `depth` stacked blocks (52 GFLOP a
+step of the full model, against about 6 x 10.8 M params x 4096 tokens = 265 GFLOP): its GFLOP/s
+under-counts about 5x; the ResNet has no scan and its count is whole. Steps/s and the ratio are
+unaffected. A window is `--steps` steps (fdl: one
 epoch of that many batches); the table shows the best of `--windows` windows, its GFLOP/s
 (FLOPs per step x steps/s), and fdl's steps/s over hand's. Target (issue 14): fdl >= 0.95 x hand.
 
