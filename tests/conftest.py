@@ -55,3 +55,38 @@ def compiles():
     counter = CompileCounter()
     yield counter
     counter.close()
+
+
+SHIPPED_CONFIGS = {
+    # Four small runs of the kinds a user ships (export, serve, explain, report read them):
+    # an MLP with fitted standardization, the CNN, the GRU, and an MLP with BatchNorm.
+    "mlp": "data: {name: mnist1d, limit_train: 200, val_fraction: 0.25, preprocess: standardize}\n"
+           "model: {name: mnist1d_mlp, args: {hidden: [16]}}",
+    "cnn": "data: {name: mnist1d, limit_train: 200, val_fraction: 0.25}\n"
+           "model: {name: mnist1d_cnn, args: {channels: 4}}",
+    "gru": "data: {name: mnist1d, limit_train: 200, val_fraction: 0.25}\n"
+           "model: {name: mnist1d_gru, args: {hidden: 4}}",
+    "batchnorm": "data: {name: mnist1d, limit_train: 200, val_fraction: 0.25, preprocess: standardize}\n"
+                 "model: {layers: [Flatten, {Dense: {features: 16}}, BatchNorm, Relu, {Dense: {features: 10}}]}",
+}
+SHIPPED_TRAINING = ("optimizer: {name: adam, learning_rate: 1e-2}\n"
+                    "training: {epochs: 2, batch_size: 50, verbose: 0}\n"
+                    "metrics: [accuracy]\noutput: {tensorboard: false, plots: false}\n")
+
+
+@pytest.fixture(scope="session")
+def shipped_runs(tmp_path_factory) -> dict:
+    """{"mlp" | "cnn" | "gru" | "batchnorm": pathlib.Path of a finished 2-epoch run directory}.
+
+    Trained once per session; tests read them and must not write into them (copy first).
+    """
+    from fdl.config import load_config
+    from fdl.runs import train_from_config
+
+    folder = tmp_path_factory.mktemp("shipped")
+    runs = {}
+    for name, head in SHIPPED_CONFIGS.items():
+        (folder / f"{name}.yaml").write_text(f"name: shipped_{name}\n{head}\n{SHIPPED_TRAINING}")
+        config = load_config(folder / f"{name}.yaml", [f"output.dir={folder / name}"])
+        runs[name] = train_from_config(config).run_dir.path
+    return runs
