@@ -15,7 +15,9 @@ from fdl.train import (
 # The upper floors (configs, run directories, populations, sweeps) load on first use, so
 # `import fdl` stays the layers and the engine.
 _LAZY = {"load_run": "fdl.runs", "LoadedRun": "fdl.runs", "config": "fdl.config", "runs": "fdl.runs",
-         "records": "fdl.records", "population": "fdl.population"}
+         "records": "fdl.records", "population": "fdl.population", "export": "fdl.runs.export",
+         "save": "fdl.runs.saved", "load": "fdl.runs.saved", "explain": "fdl.runs.explain",
+         "attribution": "fdl.attribution"}
 
 
 def __getattr__(name):

@@ -225,6 +225,19 @@ def check_scale(stdout: str) -> None:
         assert rows[match[2], "fdl"][7] == f"{match[3]}x" and (match[1] == "PASS") == (ratio >= 0.95), match[0]
 
 
+SERVE_ROW = re.compile(rf"^(batching|no batching)\s+(\d+)\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+(\d+)"
+                       rf"\s+({NUMBER})$", re.M)
+
+
+def check_serve(stdout: str) -> None:
+    rows = {m[1]: m for m in SERVE_ROW.finditer(stdout)}
+    assert set(rows) == {"batching", "no batching"}, stdout
+    for row in rows.values():
+        positive(row[3]), positive(row[4]), positive(row[5]), positive(row[7])
+    assert (rows["no batching"][2], rows["no batching"][6], rows["no batching"][7]) == ("1", "40", "1.00"), stdout
+    assert re.search(rf"^batching / no batching: ({NUMBER})x requests/s$", stdout, re.M), stdout
+
+
 SCRIPTS = {
     "autoencoders": Covered("tests/test_programs.py::test_vae_program_writes_finite_elbo_and_prior_samples",
                             "the VAE half, one epoch, finite -ELBO, reconstruction and a samples PNG"),
@@ -234,6 +247,7 @@ SCRIPTS = {
     "benchmark_engine": Smoke(check_engine),
     "benchmark_population": Smoke(check_population),
     "benchmark_scale": Smoke(check_scale),
+    "benchmark_serve": Smoke(check_serve),
     "benchmark_sweep": Smoke(check_sweep),
     "char_gpt": Covered("tests/test_char_gpt.py::test_a_short_run_beats_the_unigram_model",
                         "main() on a tiny corpus beats the unigram model (no --smoke flag: --set overrides)"),

@@ -13,8 +13,10 @@ from fdl.nn import summary
 from fdl.records import RunDir, write_bytes
 from fdl.records.run_dir import RunDirLockedError
 from fdl.runs import load_run, resume_run, train_from_config
+from fdl.runs.explain import explain_to_folder
 
-__all__ = ["one_line", "run_train", "run_eval", "run_predict", "run_summary", "run_sweep"]
+__all__ = ["one_line", "run_train", "run_eval", "run_predict", "run_export", "run_explain", "run_summary", "run_serve",
+           "run_sweep", "run_report"]
 
 
 def one_line(error: BaseException) -> str:
@@ -25,9 +27,27 @@ def one_line(error: BaseException) -> str:
         f"{type(error).__name__}: {message}"
 
 
+def _join_processes(args) -> list[str]:
+    """Joins the jax.distributed job of --coordinator (before any JAX work); the overrides it implies."""
+    if args.coordinator is None:
+        if args.num_processes is not None or args.process_id is not None:
+            raise ConfigError("--num-processes and --process-id need --coordinator HOST:PORT (process 0's address)")
+        return []
+    from fdl.train.distributed import initialize
+
+    if args.coordinator != "auto" and (args.num_processes is None or args.process_id is None):
+        raise ConfigError(f"--coordinator {args.coordinator}: give --num-processes N and --process-id I too "
+                          "(or --coordinator auto inside a SLURM, Open MPI or TPU job)")
+    if args.devices not in (None, "all"):
+        raise ConfigError(f"--devices {args.devices}: with --coordinator the run spans every device of every "
+                          "process — drop --devices")
+    initialize(args.coordinator, args.num_processes, args.process_id, timeout_s=args.timeout)
+    return ["training.devices=all"]  # one mesh over every process's devices
+
+
 def run_train(args) -> int:
     overrides = list(args.overrides) + (["training.verbose=0"] if args.quiet else []) + (
-        [f"training.devices={args.devices}"] if args.devices else [])
+        [f"training.devices={args.devices}"] if args.devices and not args.coordinator else []) + _join_processes(args)
     if args.resume == "auto":
         if not (args.config and args.out):
             raise ConfigError("--resume auto needs CONFIG and --out: it continues the run in --out if there "
@@ -92,9 +112,38 @@ def run_predict(args) -> int:
     return 0
 
 
+def run_export(args) -> int:
+    from fdl.runs.export import FILES, default_out, export
+
+    run = load_run(args.run_dir, args.checkpoint)
+    folder = export(run, format=args.format, batch=args.batch, out=args.out or default_out(args.run_dir, args.format))
+    print(f"{args.format} export (batch {args.batch}, {run.checkpoint} checkpoint) written to {folder}: "
+          f"{FILES[args.format]} and metadata.json")
+    return 0
+
+
+def run_explain(args) -> int:
+    """Writes a run's attributions for the inputs of a .npy file: attributions.npy and a plot."""
+    run = load_run(args.run_dir, args.checkpoint)
+    written = explain_to_folder(run, _load_inputs(args.inputs, run), args.out, method=args.method,
+                                target=args.target, baseline=args.baseline, steps=args.steps,
+                                samples=args.samples, noise=args.noise, seed=args.seed)
+    print(written.describe())
+    return 0
+
+
 def run_summary(args) -> int:
     arguments = build_arguments(load_config(args.config, args.overrides))
     print(summary(arguments.model, arguments.data.dataset.feature_shape))
+    return 0
+
+
+def run_serve(args) -> int:
+    """Serves a run's predictions over HTTP until interrupted (needs the serve extra)."""
+    from fdl.runs.serve import serve  # loads fastapi and uvicorn only for this command
+
+    serve(args.model, host=args.host, port=args.port, checkpoint=args.checkpoint, max_batch=args.max_batch,
+          batch_window_ms=args.batch_window_ms, max_request_bytes=args.max_request_bytes)
     return 0
 
 
@@ -113,4 +162,12 @@ def run_sweep(args) -> int:
         print(f"worker done: trained {result.trained} trials of study {result.study_name!r}")
     else:
         print(f"sweep directory: {result.sweep_dir.path}  (results.csv, best.yaml, plots/)")
+    return 0
+
+
+def run_report(args) -> int:
+    """`fdl report RUN_DIR... --out report.html`: one HTML page comparing the runs and sweeps."""
+    from fdl.runs.report import write_report
+
+    print(f"report written to {write_report(args.runs, args.out)}")
     return 0

@@ -4,6 +4,10 @@
     fdl eval runs/mnist1d_cnn-20261125-101500 --split test
     fdl predict runs/mnist1d_cnn-20261125-101500 inputs.npy --out predictions.npy
     fdl summary configs/mnist1d_cnn.yaml
+    fdl export runs/mnist1d_cnn-20261125-101500 --format stablehlo --out cnn.export
+    fdl serve runs/mnist1d_cnn-20261125-101500 --port 8000
+    fdl report runs/* --out report.html
+    fdl explain runs/mnist1d_cnn-20261125-101500 x.npy --method integrated_gradients
 
 Bad input exits with status 2 and one line on stderr; `--debug` shows the traceback.
 """
@@ -21,12 +25,32 @@ EXAMPLES = {
              "  fdl train configs/mnist1d_cnn.yaml --out runs/my-cnn\n"
              "  fdl train --resume runs/my-cnn --set training.epochs=300\n"
              "  fdl train configs/mnist1d_cnn.yaml --out runs/my-cnn --resume auto   # the same command after any kill\n"
+             "  fdl train configs/mnist1d_mlp.yaml --out /shared/mlp --coordinator 10.0.0.1:1234 --num-processes 2 "
+             "--process-id 0   # and --process-id 1 on the other host\n"
              "SIGINT/SIGTERM: the epoch finishes, a checkpoint is written, exit status 128 + the signal\n"
              "(130, 143); a second signal exits at once.",
     "eval": "examples:\n  fdl eval runs/mnist1d_cnn-20261125-101500\n"
             "  fdl eval runs/mnist1d_cnn-20261125-101500 --split val --checkpoint last",
     "predict": "examples:\n  fdl predict runs/mnist1d_cnn-20261125-101500 x.npy --out predictions.npy",
     "summary": "examples:\n  fdl summary configs/mnist1d_cnn.yaml",
+    "export": "examples:\n  fdl export runs/mnist1d_cnn-20261125-101500 --format stablehlo --out cnn.export\n"
+              "  fdl export runs/mnist1d_cnn-20261125-101500 --format onnx --batch 1 --out cnn-onnx\n"
+              "An export is a folder: model.jaxexport (or model.onnx) and metadata.json; it runs with jax\n"
+              "(or onnxruntime) alone, the run's preprocessing folded in.",
+    "serve": "examples:\n  fdl serve runs/mnist1d_cnn-20261125-101500 --port 8000\n"
+             "  fdl serve cnn.export --host 0.0.0.0 --port 8080 --max-batch 128\n"
+             "  curl -s localhost:8000/predict -H 'content-type: application/x-npy' --data-binary @x.npy\n"
+             "  curl -s localhost:8000/predict -H 'content-type: application/json' "
+             "-d '{\"inputs\": [[...40 numbers...]]}'\n"
+             "  curl -s localhost:8000/metadata",
+    "report": "examples:\n  fdl report runs/* --out report.html\n"
+              "  fdl report runs/mnist1d_mlp-sweep-20261125-101500 runs/my-cnn",
+    "explain": "examples:\n  fdl explain runs/mnist1d_cnn-20261125-101500 x.npy\n"
+               "  fdl explain runs/mnist1d_cnn-20261125-101500 x.npy --method integrated_gradients --steps 128 "
+               "--out attributions\n"
+               "  fdl explain runs/mnist1d_cnn-20261125-101500 x.npy --method smoothgrad --samples 50 --noise 0.15 "
+               "--target 3\n"
+               "writes attributions.npy (n, *input_shape) and attributions.png (the first 16 inputs)",
     "sweep": "examples:\n  fdl sweep configs/mnist1d_mlp_sweep.yaml\n"
              "  fdl sweep configs/mnist1d_cnn_sweep.yaml --out runs/cnn-sweep --workers 2\n"
              "  fdl sweep configs/mnist1d_cnn_sweep.yaml --storage postgresql+psycopg2://user@dbhost/fdl "
@@ -63,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--devices", metavar="N|all", help="train data-parallel on N local devices (or all): "
                        "sets training.devices")
+    hosts = train.add_argument_group("many hosts (jax.distributed; every process runs the same command, "
+                                     "with --out on a filesystem all of them see)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT|auto",
+                       help="process 0's address; `auto`: read it from the cluster (SLURM, Open MPI, TPU)")
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process's id, 0 .. N-1")
+    hosts.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                       help="seconds to wait for the coordinator, and for another process's heartbeat before "
+                            "this one stops (default 120)")
 
     evaluate = command("eval", "evaluate a finished run's checkpoint on a split")
     evaluate.add_argument("run_dir", help="a run directory written by `fdl train`")
@@ -78,6 +111,49 @@ def build_parser() -> argparse.ArgumentParser:
     summary = command("summary", "print the model table of a config")
     summary.add_argument("config", help="YAML config file")
     summary.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    export = command("export", "export a finished run's model as StableHLO (jax.export) or ONNX, inference mode, "
+                               "preprocessing folded in")
+    export.add_argument("run_dir", help="a run directory written by `fdl train`")
+    export.add_argument("--format", default="stablehlo", choices=["stablehlo", "onnx"])
+    export.add_argument("--batch", default="dynamic", metavar="dynamic|N",
+                        help="the batch dimension: symbolic (default) or a fixed size N")
+    export.add_argument("--out", help="the export folder (default: RUN_DIR/export/<format>)")
+    export.add_argument("--checkpoint", default="best", choices=["best", "last"])
+
+    serve = command("serve", "serve a run's (or an export's) predictions over HTTP: POST /predict, GET /health, "
+                             "GET /metadata; concurrent requests share compiled calls")
+    serve.add_argument("model", metavar="RUN_DIR_OR_EXPORT", help="a run directory or a `fdl export` output")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    serve.add_argument("--max-batch", type=int, default=64, metavar="N",
+                       help="the most examples in one compiled call; concurrent requests share it "
+                            "(1: no batching; default 64)")
+    serve.add_argument("--batch-window-ms", type=float, default=3.0, metavar="MS",
+                       help="how long a request waits for others to share its call (default 3)")
+    serve.add_argument("--max-request-bytes", type=int, default=8 << 20, metavar="BYTES",
+                       help="the largest /predict body accepted, 413 beyond (default 8 MiB)")
+
+    report = command("report", "one self-contained HTML page comparing runs and sweeps")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
+    report.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+
+    explain = command("explain", "attributions of a run's predictions for inputs in a .npy file, as .npy and plots")
+    explain.add_argument("run_dir", help="a run directory written by `fdl train`")
+    explain.add_argument("inputs", help=".npy file of shape (n, *input_shape)")
+    explain.add_argument("--method", default="saliency", choices=["saliency", "integrated_gradients", "smoothgrad"])
+    explain.add_argument("--out", help="folder for attributions.npy and the plots (default: RUN_DIR/explain)")
+    explain.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    explain.add_argument("--target", type=int, help="the class to explain for every input (default: each "
+                                                    "input's predicted class)")
+    explain.add_argument("--baseline", type=float, help="integrated_gradients: the constant input the path "
+                                                        "starts from, in raw units (default 0)")
+    explain.add_argument("--steps", type=int, help="integrated_gradients: gradients along the path (default 64)")
+    explain.add_argument("--samples", type=int, help="smoothgrad: noisy copies per input (default 50)")
+    explain.add_argument("--noise", type=float, help="smoothgrad: noise std as a fraction of each input's "
+                                                     "range (default 0.15)")
+    explain.add_argument("--seed", type=int, help="smoothgrad: the noise's random seed (default 0)")
 
     sweep = command("sweep", "train the populations a config's sweep: section asks for; results, best.yaml, plots")
     sweep.add_argument("config", nargs="?", help="YAML config with a sweep: section (omit with --resume)")

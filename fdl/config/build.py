@@ -33,7 +33,7 @@ from fdl.train import callbacks as cb
 __all__ = [
     "COMBINATORS", "LAYERS", "AUGMENTS", "import_target", "build_layer", "build_model",
     "build_loss", "build_objective", "optimizer_arguments", "build_optimizer", "build_augment", "PreparedData",
-    "build_data", "check_objective_fits_data", "build_custom_callbacks",
+    "build_data", "check_objective_fits_data", "build_custom_callbacks", "build_mlflow_logger",
 ]
 
 
@@ -327,3 +327,26 @@ def build_custom_callbacks(config: DictConfig) -> list:
                               "— return an fdl.train.callbacks.Callback or a function fn(epoch, logs)")
         built.append(callback)
     return built
+
+
+def build_mlflow_logger(config: DictConfig, run_name: str | None = None, tags: Mapping | None = None):
+    """`output.mlflow` as an fdl.records.mlflow.MLflowLogger, or None when the section is unset.
+
+    Its params are the whole resolved config as dotted keys; the experiment is
+    `output.mlflow.experiment` or the config's name, the run name
+    `output.mlflow.run_name` or `run_name` (`fdl train` gives the run directory's).
+
+    Raises:
+      ConfigError: mlflow is not installed, or the tracking store refuses the URI
+        or the experiment (one line, naming output.mlflow).
+    """
+    section = config.output.get("mlflow")
+    if section is None:
+        return None
+    from fdl.records.mlflow import MLflowLogger  # mlflow: the `mlflow` extra, imported only when asked for
+
+    try:
+        return MLflowLogger(section.tracking_uri, section.experiment or config.name, section.run_name or run_name,
+                            params=_plain(config), tags=tags)
+    except (ImportError, ValueError) as error:
+        raise ConfigError(f"output.mlflow: {error}") from None

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "DataConfig", "ModelConfig", "LossConfig", "ObjectiveConfig", "OptimizerConfig", "TrainingConfig",
     "EarlyStoppingConfig", "ReduceLROnPlateauConfig", "CheckpointConfig", "CallbacksConfig",
-    "OutputConfig", "SampleConfig", "SweepConfig", "RunConfig",
+    "MLflowConfig", "OutputConfig", "SampleConfig", "SweepConfig", "RunConfig",
 ]
 
 
@@ -128,11 +128,21 @@ class CallbacksConfig:
 
 
 @dataclass
+class MLflowConfig:
+    """`output.mlflow`: log the run to MLflow too (fdl.records.mlflow.MLflowLogger; pip install "fdl[mlflow]")."""
+
+    tracking_uri: Optional[str] = None     # sqlite:///mlflow.db, http://host:5000; null: MLFLOW_TRACKING_URI
+    experiment: Optional[str] = None       # null: the config's name
+    run_name: Optional[str] = None         # null: the run directory's name
+
+
+@dataclass
 class OutputConfig:
     dir: Optional[str] = None              # the run directory; default <base>/<name>-<timestamp>
     base: str = "runs"
     tensorboard: bool = True
     plots: bool = True
+    mlflow: Optional[MLflowConfig] = None  # {tracking_uri: ..., experiment: ...}: params, metrics, summary
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""PNG plots of a run: learning curves, a confusion matrix, an image grid.
+"""PNG plots of a run: learning curves, a confusion matrix, an image grid, attributions.
 
 Drawn with matplotlib's object API (`Figure` + the Agg canvas), never pyplot,
 so plotting changes no global state, opens no window and needs no display.
@@ -9,6 +9,8 @@ without it (install with `pip install "fdl[records]"`).
   val_ curves together): loss.png, accuracy.png, learning_rate.png, ...
 - `plot_confusion_matrix(matrix, path)`: an annotated heatmap, rows true class.
 - `plot_images(images, path)`: a grid of (h, w) or (h, w, 1|3) images.
+- `plot_attributions(inputs, attributions, path)`: up to 16 inputs with their
+  attributions (fdl.attribution): signals above bars, heat maps over images.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import numpy as np
 from fdl.io import to_python, write_bytes
 
 __all__ = ["INSTALL_HINT", "SKIPPED_KEYS", "require", "as_scalar", "split_key", "history_series",
-           "plot_history", "plot_confusion_matrix", "image_grid", "plot_images"]
+           "plot_history", "plot_confusion_matrix", "image_grid", "plot_images", "MAX_ATTRIBUTION_PANELS",
+           "plot_attributions"]
 
 INSTALL_HINT = 'pip install "fdl[records]"'
 
@@ -266,3 +269,93 @@ def plot_images(images, path: str | os.PathLike, ncols: int = 8, title: str | No
     if title:
         figure.suptitle(title, y=0.99, va="top")
     return _save(figure, path)
+
+
+MAX_ATTRIBUTION_PANELS = 16  # inputs per attribution figure: beyond that the panels are too small to read
+
+
+def plot_attributions(inputs, attributions, path: str | os.PathLike, titles=None, title: str | None = None,
+                      ncols: int = 4) -> Path:
+    """Writes inputs with their attributions to `path` (PNG), one panel per input.
+
+    1-D signals: the signal on top, its attribution as bars under it on the same
+    x axis (red pushes the explained output up, blue down). Images: the image
+    in grey, the attribution as a red/blue heat map over it, colour scale
+    symmetric about 0 per image; the channels of an (h, w, c) image are averaged
+    for the grey image and summed for the heat map (a pixel's total).
+
+    Args:
+      inputs: (n, length) signals, or (n, height, width) / (n, height, width, channels) images.
+      attributions: the same shape: one attribution per input feature (fdl.attribution).
+      path: the PNG to write (folders created).
+      titles: optional panel titles, one per input.
+      title: optional figure title.
+      ncols: panels per row.
+
+    Returns:
+      `path` as a Path.
+
+    Raises:
+      ValueError: the shapes differ or are neither signals nor images, no inputs or
+        more than MAX_ATTRIBUTION_PANELS, titles of another length, or ncols < 1.
+    """
+    inputs, attributions = np.asarray(inputs, np.float32), np.asarray(attributions, np.float32)
+    _check_attribution_panels(inputs, attributions, titles, ncols)
+    count = inputs.shape[0]
+    columns = min(ncols, count)
+    rows = math.ceil(count / columns)
+    signals = inputs.ndim == 2
+    figure = _figure(3.2 * columns, (2.6 if signals else 2.8) * rows + (0.4 if title else 0.0))
+    grid = figure.add_gridspec(rows, columns)
+    for index in range(count):
+        row, column = divmod(index, columns)
+        name = None if titles is None else str(titles[index])
+        if signals:
+            _signal_panel(figure, grid[row, column].subgridspec(2, 1, height_ratios=[2, 1], hspace=0.08),
+                          inputs[index], attributions[index], name)
+        else:
+            _image_panel(figure.add_subplot(grid[row, column]), inputs[index], attributions[index], name)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _check_attribution_panels(inputs, attributions, titles, ncols) -> None:
+    if inputs.shape != attributions.shape:
+        raise ValueError(f"plot_attributions: inputs {inputs.shape} and attributions {attributions.shape} differ "
+                         "— give one attribution per input feature")
+    if inputs.ndim not in (2, 3, 4):
+        raise ValueError(f"plot_attributions: expected signals (n, length) or images (n, height, width[, "
+                         f"channels]), got shape {inputs.shape}")
+    if not 1 <= inputs.shape[0] <= MAX_ATTRIBUTION_PANELS:
+        raise ValueError(f"plot_attributions: {inputs.shape[0]} inputs, expected 1 to {MAX_ATTRIBUTION_PANELS} "
+                         "per figure — plot a slice, e.g. inputs[:16]")
+    if titles is not None and len(titles) != inputs.shape[0]:
+        raise ValueError(f"plot_attributions: {len(titles)} titles for {inputs.shape[0]} inputs — give one each")
+    if ncols < 1:
+        raise ValueError(f"plot_attributions: ncols must be at least 1, got {ncols}")
+
+
+def _signal_panel(figure, cell, signal, attribution, name) -> None:
+    top = figure.add_subplot(cell[0])
+    positions = np.arange(signal.shape[0])
+    top.plot(positions, signal, color="black", linewidth=1.0)
+    top.tick_params(labelbottom=False, labelsize=7)
+    if name:
+        top.set_title(name, fontsize=9)
+    bottom = figure.add_subplot(cell[1], sharex=top)
+    bottom.bar(positions, attribution, width=0.9, color=np.where(attribution >= 0, "tab:red", "tab:blue"))
+    bottom.axhline(0.0, color="grey", linewidth=0.5)
+    bottom.tick_params(labelsize=7)
+
+
+def _image_panel(axes, image, attribution, name) -> None:
+    if image.ndim == 3:
+        image, attribution = image.mean(axis=-1), attribution.sum(axis=-1)
+    axes.imshow(image, cmap="gray", interpolation="nearest")
+    limit = float(np.max(np.abs(attribution))) or 1.0
+    axes.imshow(attribution, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, interpolation="nearest")
+    axes.set_axis_off()
+    if name:
+        axes.set_title(name, fontsize=9)

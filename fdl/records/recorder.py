@@ -19,6 +19,8 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import jax
+
 from fdl.records.plots import INSTALL_HINT, plot_history, require
 from fdl.records.run_dir import RunDir, read_jsonl
 from fdl.records.tensorboard import TensorBoardLogger
@@ -42,6 +44,9 @@ class RunRecorder(Callback):
       >>> [logs["epoch"] for logs in fdl.records.read_jsonl(run_dir.metrics_path)]
       [1, 2]
 
+    Over several processes (`jax.distributed`) only process 0 writes; the others'
+    recorders write nothing, so every process has the same callbacks.
+
     Args:
       run_dir: the run directory (a path or an fdl.records.RunDir); created if missing.
       tensorboard: write TensorBoard event files.
@@ -52,6 +57,8 @@ class RunRecorder(Callback):
     def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True, plots: bool = True,
                  background: bool = False):
         self.run_dir = RunDir(run_dir)
+        self.writes = jax.process_index() == 0
+        tensorboard, plots = tensorboard and self.writes, plots and self.writes
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="fdl-plots") if background else None
         self._drawing: list[Future] = []
         self.history = HistoryLogger(self.run_dir.metrics_path)
@@ -83,6 +90,8 @@ class RunRecorder(Callback):
     def on_train_begin(self, run: Run) -> None:
         # The run directory holds exactly the run's history so far: nothing for a new
         # run, a resumed run's epochs once each (what a kill wrote after its checkpoint goes).
+        if not self.writes:
+            return
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
         self.run_dir.rewrite_metrics(run.history)
         self.history.on_train_begin(run)
@@ -94,6 +103,8 @@ class RunRecorder(Callback):
                 self._worker.submit(require, "matplotlib.backends.backend_agg")
 
     def on_epoch_end(self, run: Run, epoch: int, logs: dict) -> None:
+        if not self.writes:
+            return
         self.history.on_epoch_end(run, epoch, logs)
         if self.tensorboard is not None:
             self.tensorboard.on_epoch_end(run, epoch, logs)

@@ -11,6 +11,7 @@ to `fdl.population`), and `fdl.records.RunDir` writes the run directory.
 Imports config, train, population and records; only the command imports it.
 """
 from fdl.runs.loaded import LoadedRun, load_run
+from fdl.runs.saved import SavedModel, load, save
 from fdl.runs.train import RunResult, resume_run, train_from_config
 
 
@@ -23,4 +24,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'fdl.runs' has no attribute {name!r}")
 
 
-__all__ = ["LoadedRun", "load_run", "RunResult", "resume_run", "train_from_config", "sweep"]
+__all__ = ["LoadedRun", "load_run", "SavedModel", "save", "load", "RunResult", "resume_run",
+           "train_from_config", "sweep"]

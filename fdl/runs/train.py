@@ -2,19 +2,27 @@
 
     result = train_from_config(load_config("configs/mnist1d_cnn.yaml"))
 
-The run directory's files are those of `fdl.records.RunDir`.
+The run directory's files are those of `fdl.records.RunDir`. Over several
+processes (`jax.distributed`, `fdl train --coordinator`) every process trains
+(one program over every process's devices) and shares one run directory,
+`output.dir`, on a filesystem they all see: process 0 holds its lock and writes
+the records (config, env, metrics, plots, summary); the checkpoints are written
+by all together (orbax), and every process resumes from them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 
+import jax
 from omegaconf import DictConfig
 
 from fdl import records
 from fdl.compilation import CompileClock, use_compilation_cache
 from fdl.config import ConfigError, RunArguments, build_arguments, load_config, to_yaml
+from fdl.config.build import build_mlflow_logger
 from fdl.data import as_examples
 from fdl.metrics import get_metrics, infer_num_classes
 from fdl.nn import output_shape
@@ -24,6 +32,7 @@ from fdl.config.resume import check_same_training, training_identity
 from fdl.train import (CheckpointError, Evaluator, NonFiniteLossError, RunCheckpoints, TrainingInterrupted, TrainState,
                        fit, save_checkpoint)
 from fdl.train.callbacks import ModelCheckpoint
+from fdl.train.mesh import host_copy
 
 __all__ = ["RunResult", "train_from_config", "resume_run", "split_evaluator", "evaluate_split"]
 
@@ -85,31 +94,58 @@ def train_from_config(config: DictConfig, *, resume: str | os.PathLike | None = 
 
 def _train(config: DictConfig, resume, started: float, clock: CompileClock) -> RunResult:
     arguments = build_arguments(config)
-    run_dir = _open_run_dir(config) if resume is None else RunDir(resume)
-    with run_dir.lock():  # one process per run directory
-        run_dir.remove_temporary_files()
+    if jax.process_count() == 1:
+        run_dir = _open_run_dir(config) if resume is None else RunDir(resume)
+        with run_dir.lock():  # one process per run directory
+            run_dir.remove_temporary_files()
+            return _train_locked(config, arguments, run_dir, resume is not None, started, clock)
+    if resume is None and config.output.dir is None:
+        raise ConfigError(f"output.dir: {jax.process_count()} processes train one run — give them the same "
+                          "--out, a folder on a filesystem every process sees")
+    return _train_in_processes(config, arguments, resume, started, clock)
+
+
+def _train_in_processes(config: DictConfig, arguments: RunArguments, resume, started: float,
+                        clock: CompileClock) -> RunResult:
+    """`_train` over several processes: process 0 opens and locks the run directory, then all train."""
+    from jax.experimental.multihost_utils import sync_global_devices
+
+    primary = jax.process_index() == 0
+    sync_global_devices("fdl: every process has started")  # none reads the folder process 0 is making
+    with contextlib.ExitStack() as held:
+        if primary:
+            run_dir = held.enter_context((_open_run_dir(config) if resume is None else RunDir(resume)).lock())
+            run_dir.remove_temporary_files()
+        sync_global_devices("fdl: the run directory is ready")
+        run_dir = RunDir(resume or config.output.dir)
         return _train_locked(config, arguments, run_dir, resume is not None, started, clock)
 
 
 def _train_locked(config: DictConfig, arguments: RunArguments, run_dir: RunDir, resume: bool, started: float,
                   clock: CompileClock) -> RunResult:
     dataset, fit_arguments = arguments.data.dataset, arguments.fit_arguments()
+    primary = jax.process_index() == 0  # the one process that writes records
     settings = config.callbacks.checkpoint
     checkpoints = RunCheckpoints(run_dir.checkpoints_dir, keep=settings.keep)
     if resume:
         _check_resumable(config, run_dir, checkpoints)
     config_text = to_yaml(config)
-    run_dir.write_config(config_text)
-    run_dir.write_env(records.environment(config.seed, config_text))
-    if arguments.data.stats is not None:
-        run_dir.write_preprocess(arguments.data.preprocess, arguments.data.stats)
+    if primary:
+        run_dir.write_config(config_text)
+        run_dir.write_env(records.environment(config.seed, config_text))
+        if arguments.data.stats is not None:
+            run_dir.write_preprocess(arguments.data.preprocess, arguments.data.stats)
+    else:
+        fit_arguments["verbose"] = 0
     recorder = records.RunRecorder(run_dir, tensorboard=config.output.tensorboard, plots=config.output.plots,
-                                   background=True)
+                                   background=True)  # writes in process 0 only, as the MLflow logger
+    mlflow_logger = build_mlflow_logger(config, run_name=run_dir.path.name, tags={
+        "fdl.run_dir": str(run_dir.path.resolve()), "fdl.config_sha256": records.config_sha256(config_text)})
     fit_arguments["callbacks"] += [
         ModelCheckpoint(checkpoints, monitor=settings.monitor, mode=settings.mode, every=settings.every,
                         every_steps=settings.every_steps, every_seconds=settings.every_seconds, resume=resume,
                         metadata={"config": training_identity(config)}),
-        recorder]
+        recorder, *([mlflow_logger] if mlflow_logger else [])]
     fit_started = time.perf_counter()
     try:
         try:
@@ -120,10 +156,13 @@ def _train_locked(config: DictConfig, arguments: RunArguments, run_dir: RunDir, 
         except NonFiniteLossError as error:
             save_checkpoint(run_dir.checkpoint("last_finite"), error.state,
                             metadata={"epoch": error.epoch, "error": str(error)})
-            run_dir.write_summary({"error": str(error), "epochs": len(error.history)})
+            if primary:
+                run_dir.write_summary({"error": str(error), "epochs": len(error.history)})
             raise
         finally:
             checkpoints.close()
+        if jax.process_count() > 1:
+            state = host_copy(state)  # whole in every process: the evaluation below runs on its own devices
         timing = dict(first_step_s=fit_started - started + history.timing["first_step_s"],
                       train_s=history.timing["fit_s"] - history.timing["compile_s"],
                       records_s=history.timing["callbacks_s"])
@@ -132,12 +171,17 @@ def _train_locked(config: DictConfig, arguments: RunArguments, run_dir: RunDir, 
         scores = _evaluate_splits(arguments, state, recorder)
         timing["eval_s"] = time.perf_counter() - evaluated - (clock.seconds() - summary_compile)
         written = time.perf_counter()
-        write_samples(run_dir, arguments, state)  # samples.txt, with a sample: section
+        if primary:
+            write_samples(run_dir, arguments, state)  # samples.txt, with a sample: section
     finally:
         recorder.close()  # the plots drawn in the background
     timing["records_s"] += time.perf_counter() - written
     timing["compile_s"] = clock.seconds()
-    summary = _write_summary(run_dir, arguments, state, history, scores, time.perf_counter() - started, timing)
+    summary = _summary(arguments, state, history, scores, time.perf_counter() - started, timing)
+    if primary:
+        run_dir.write_summary(summary)
+    if mlflow_logger:
+        mlflow_logger.log_summary(summary)
     return RunResult(run_dir, state, history, summary)
 
 
@@ -174,7 +218,7 @@ def _evaluate_splits(arguments: RunArguments, state: TrainState, recorder) -> di
     classifier = dataset.num_classes is not None and arguments.objective is None
     evaluator = split_evaluator(arguments, confusion=classifier)
     scores = {name: evaluate_split(evaluator, state, split) for name, split in dataset.splits().items()}
-    if classifier and config.output.plots:
+    if classifier and recorder.plots:
         shown = "test" if "test" in scores else "val" if "val" in scores else "train"
         recorder.draw(records.plot_confusion_matrix, scores[shown].pop("confusion_matrix"),
                       recorder.run_dir.plot("confusion_matrix"), class_names=dataset.class_names,
@@ -184,9 +228,9 @@ def _evaluate_splits(arguments: RunArguments, state: TrainState, recorder) -> di
     return scores
 
 
-def _write_summary(run_dir: RunDir, arguments: RunArguments, state: TrainState, history: list, scores: dict,
-                   wall_time: float, timing: dict) -> dict:
-    """Writes summary.json: the scores, the epochs and steps, and where the time went (seconds).
+def _summary(arguments: RunArguments, state: TrainState, history: list, scores: dict, wall_time: float,
+             timing: dict) -> dict:
+    """summary.json's content: the scores, the epochs and steps, and where the time went (seconds).
 
     timing: first_step_s (from the start of the run to its first training step),
     compile_s (tracing and compiling, or loading from the compilation cache),
@@ -199,9 +243,7 @@ def _write_summary(run_dir: RunDir, arguments: RunArguments, state: TrainState, 
     last_epoch = history[-1]["epoch"] if history else int(state.step) // steps_per_epoch
     epochs_run = len(history)
     steady = [row["time_s"] for row in history[1:]] or [row["time_s"] for row in history]
-    summary = records.run_summary(scores, epochs=last_epoch, steps=last_epoch * steps_per_epoch,
-                                  wall_time_s=wall_time,
-                                  steps_per_s=steps_per_epoch * len(steady) / sum(steady) if epochs_run else 0.0,
-                                  **{k: round(v, 4) for k, v in timing.items()})
-    run_dir.write_summary(summary)
-    return summary
+    return records.run_summary(scores, epochs=last_epoch, steps=last_epoch * steps_per_epoch,
+                               wall_time_s=wall_time,
+                               steps_per_s=steps_per_epoch * len(steady) / sum(steady) if epochs_run else 0.0,
+                               **{k: round(v, 4) for k, v in timing.items()})

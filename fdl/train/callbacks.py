@@ -299,10 +299,11 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self, run):
         if self.checkpoints is None:
             self.checkpoints = RunCheckpoints(self.directory, keep=self.keep)
-        if not self.resume:
-            if self.checkpoints.steps():
-                raise ValueError(f"ModelCheckpoint: {os.fspath(self.directory)!r} already holds checkpoints — "
-                                 "pass resume=True to continue them, or choose another directory")
+        held = self.checkpoints.steps()
+        if held and not self.resume:
+            raise ValueError(f"ModelCheckpoint: {os.fspath(self.directory)!r} already holds checkpoints — "
+                             "pass resume=True to continue them, or choose another directory")
+        if not held:  # a fresh run: nothing to read, so no epoch to trace for its shapes
             return
         shapes = run.progress_shapes()
         targets = {"state": run.state, "best": run.state,

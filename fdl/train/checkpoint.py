@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from fdl.io import to_python
+from fdl.train.mesh import host_copy
 from fdl.train.state import TrainState
 
 
@@ -174,7 +175,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, *, metadata: dict | Non
     `path` is either absent or whole; an existing checkpoint there is replaced.
     """
     path = Path(path).absolute()
-    items = {"state": jax.device_get(state)}
+    items = {"state": host_copy(state)}
     meta = _meta(items, _json_metadata(metadata))
     path.parent.mkdir(parents=True, exist_ok=True)
     with _orbax().Checkpointer(_orbax().CompositeCheckpointHandler()) as checkpointer:
@@ -220,7 +221,10 @@ class RunCheckpoints:
     `save` returns at once: a background thread computes the checksums and
     hands the (host) arrays to orbax (at most MAX_PENDING saves wait for it; a
     further one waits for the oldest, so a slow disk cannot pile up copies of
-    the state in memory). orbax writes each checkpoint into a temporary folder and renames it
+    the state in memory). Over several processes (`jax.distributed`) every
+    process calls `save` at the same steps, and orbax writes each checkpoint
+    collectively into the folder they share, at once: its barriers between
+    processes must not run beside the training's collectives. orbax writes each checkpoint into a temporary folder and renames it
     when complete, so a kill never leaves a half checkpoint under a step's name
     (and the manager removes the temporary ones it finds). The newest `keep`
     are kept. `newest` reads them back newest first and skips, with a one-line
@@ -262,7 +266,10 @@ class RunCheckpoints:
         self._raise_failure()
         if len(self._writes) >= MAX_PENDING:  # a starved writer: wait (the cores idle, so it runs)
             self._writes.pop(0).result()
-        items, metadata = jax.device_get(items), _json_metadata(metadata)
+        items, metadata = host_copy(items), _json_metadata(metadata)
+        if jax.process_count() > 1:  # orbax's barriers then run between the steps' collectives, never beside
+            self._write(int(step), items, metadata)
+            return
         self._writes.append(self._worker.submit(self._write, int(step), items, metadata))
 
     def _write(self, step: int, items: dict, metadata: dict) -> None:

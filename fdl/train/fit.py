@@ -29,7 +29,7 @@ from fdl.train.checks import check_data, check_example_tree, check_positive_int
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator, to_floats
 from fdl.train.interrupt import TrainingInterrupted, graceful_interrupts
 from fdl.train.mesh import as_mesh, check_divisible, constrain_state, place, replicated, state_sharding
-from fdl.train.precision import cast_floating, dynamic_loss_scale, get_precision, updates_in_float32
+from fdl.train.precision import dynamic_loss_scale, get_precision, updates_in_float32
 from fdl.train.placement import device_epochs, fits_on_device, host_epochs
 from fdl.train.state import TrainState, init_train_state
 from fdl.train.step import make_custom_step, make_train_step
@@ -258,10 +258,9 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
         if model is None or input_shape is None:
             raise ValueError("input_shape: the batch does not show the model's per-example input "
                              "shape (a dict batch) — pass input_shape=, or a state= to train")
-        state = init_train_state(model, input_shape, tx, seed)
-        if mode.param_dtype != jnp.float32:  # pure low precision: the params and the optimizer state too
-            state = jax.jit(lambda s: s.replace(params=cast_floating(s.params, mode.param_dtype),
-                                                opt_state=tx.init(cast_floating(s.params, mode.state_dtype))))(state)
+        pure = mode.param_dtype != jnp.float32  # pure low precision: the params and the optimizer state too
+        state = init_train_state(model, input_shape, tx, seed, param_dtype=mode.param_dtype if pure else None,
+                                 opt_state_dtype=mode.state_dtype if pure else None)
     state_shardings = None if mesh is None else state_sharding(state, mesh, shard_params)
     if state_shardings is not None:
         state = place(state, state_shardings)

@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["DATA_AXIS", "SHARD_PARAMS", "data_mesh", "as_mesh", "check_divisible", "replicated",
-           "examples_sharding", "batches_sharding", "state_sharding", "constrain_state", "place"]
+           "examples_sharding", "batches_sharding", "state_sharding", "constrain_state", "place", "host_copy"]
 
 DATA_AXIS = "data"
 SHARD_PARAMS = (None, "fsdp")  # how the TrainState lies on the mesh: replicated, or split over "data"
@@ -135,3 +135,18 @@ def _place_leaf(leaf, sharding: NamedSharding):
         return jax.device_put(leaf, sharding)
     value = np.asarray(leaf)
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def host_copy(tree: Any) -> Any:
+    """`tree` as host numpy arrays, whole, in every process: `jax.device_get`, except that an
+    array split over several processes' devices (FSDP over hosts) is gathered first
+    (`multihost_utils.process_allgather`, a collective: every process must call it).
+    """
+    def whole(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable and not leaf.is_fully_replicated:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return leaf
+
+    return jax.device_get(jax.tree.map(whole, tree))

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fdl.train.finite import all_finite
+
 __all__ = ["PRECISIONS", "Precision", "get_precision", "cast_floating", "mixed_apply", "updates_in_float32",
            "LossScaleState", "dynamic_loss_scale", "loss_scale"]
 
@@ -124,8 +126,7 @@ def dynamic_loss_scale(inner: optax.GradientTransformation, *, initial_scale: fl
 
     def update(grads, state: LossScaleState, params=None):
         grads = jax.tree.map(lambda g: (g / state.scale).astype(g.dtype), grads)
-        finite = jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads),
-                                 jnp.asarray(True))
+        finite = all_finite(grads)
         updates, new_inner = inner.update(grads, state.inner, params)
         updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
         new_inner = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_inner, state.inner)

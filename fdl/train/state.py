@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fdl.train.precision import cast_floating
 from fdl.typing import Params, State
 
 
@@ -44,7 +45,8 @@ class TrainState:
         return dataclasses.replace(self, **changes)
 
 
-def init_train_state(model, input_shape, optimizer, seed: int | jax.Array) -> TrainState:
+def init_train_state(model, input_shape, optimizer, seed: int | jax.Array, *, param_dtype=None,
+                     opt_state_dtype=None) -> TrainState:
     """Initializes params from `seed` and the optimizer state from the params.
 
     Several named models (a GAN's generator and discriminator) share one state:
@@ -63,6 +65,11 @@ def init_train_state(model, input_shape, optimizer, seed: int | jax.Array) -> Tr
       optimizer: an optax transformation (see fdl.optim.make_optimizer), or a dict
         name -> transformation.
       seed: an int, or a traced int32 scalar (so populations can vmap over it).
+      param_dtype: the dtype the floating params are kept in (pure low precision,
+        fdl.train.precision: e.g. jnp.bfloat16); None keeps the model's own.
+      opt_state_dtype: the dtype of the params the optimizer state is built from
+        (Adam's moments take it; float16 training keeps them float32); None:
+        `param_dtype`. Integer and boolean leaves are never cast, nor the model state.
 
     Raises:
       ValueError: dicts whose keys differ (names the missing model).
@@ -77,21 +84,26 @@ def init_train_state(model, input_shape, optimizer, seed: int | jax.Array) -> Tr
     else:
         names, pieces = None, ((model, tuple(input_shape), optimizer),)
     seed = seed if isinstance(seed, jax.Array) else np.int32(seed)  # a host int: no eager conversion
-    return jax.jit(functools.partial(_initialize, names, pieces))(seed)
+    dtypes = (param_dtype, param_dtype if opt_state_dtype is None else opt_state_dtype)
+    return jax.jit(functools.partial(_initialize, names, pieces, dtypes))(seed)
 
 
-def _initialize(names, pieces, seed) -> TrainState:
+def _initialize(names, pieces, dtypes, seed) -> TrainState:
     """The whole initialization, traced as one program.
 
     names: None for one model, else the sorted model names; pieces: one
-    (model, input_shape, optimizer) per model in that order.
+    (model, input_shape, optimizer) per model in that order; dtypes:
+    (param_dtype, opt_state_dtype), each None for the model's own.
     """
     init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
+    param_dtype, opt_state_dtype = dtypes
     params, model_state, opt_state = {}, {}, {}
     for index, (model, input_shape, optimizer) in enumerate(pieces):
         key = init_key if names is None else jax.random.fold_in(init_key, index)
-        _, params[index], model_state[index] = model.init(key, input_shape)
-        opt_state[index] = optimizer.init(params[index])
+        _, initial, model_state[index] = model.init(key, input_shape)
+        params[index] = initial if param_dtype is None else cast_floating(initial, param_dtype)
+        opt_params = initial if opt_state_dtype is None else cast_floating(initial, opt_state_dtype)
+        opt_state[index] = optimizer.init(opt_params)
     if names is None:
         params, model_state, opt_state = params[0], model_state[0], opt_state[0]
     else:

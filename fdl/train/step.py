@@ -24,6 +24,7 @@ import optax
 from fdl.nn.core import BATCH_AXIS, Layer, batched
 from fdl.nn.normalization import NO_BATCH_AXIS_MESSAGE
 from fdl.objectives import PREDICTIONS, Objective, supervised, takes_step
+from fdl.train.finite import all_finite
 from fdl.train.precision import Precision, loss_scale, mixed_apply
 from fdl.train.state import TrainState, step_key
 
@@ -298,10 +299,3 @@ def guard(step):
         return state, logs, halted
 
     return guarded
-
-
-def all_finite(tree) -> jax.Array:
-    """() bool: every element of every leaf of `tree` is finite (True for a tree with no leaves)."""
-    # reduce, not jnp.stack: a model without params (e.g. one Relu) has no leaves to stack.
-    return functools.reduce(jnp.logical_and, (jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)),
-                            jnp.asarray(True))

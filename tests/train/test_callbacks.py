@@ -123,6 +123,31 @@ def test_a_folder_that_holds_checkpoints_is_refused_without_resume(data, tmp_pat
         fdl.fit(model(), data, epochs=1, batch_size=16, verbose=0, callbacks=[cb.ModelCheckpoint(tmp_path)])
 
 
+class CountingCheckpoint(cb.ModelCheckpoint):
+    """A ModelCheckpoint that counts its calls of `run.progress_shapes` (each traces an epoch's start)."""
+
+    traced = 0
+
+    def on_train_begin(self, run):
+        shapes = run.progress_shapes
+
+        def counted():
+            self.traced += 1
+            return shapes()
+
+        run.progress_shapes = counted
+        super().on_train_begin(run)
+
+
+def test_resuming_into_an_empty_folder_traces_nothing_and_a_checkpoint_traces_once(data, tmp_path):
+    fresh = CountingCheckpoint(tmp_path, monitor=None, resume=True)
+    fdl.fit(model(), data, epochs=1, batch_size=16, verbose=0, callbacks=[fresh])
+    assert fresh.traced == 0 and fresh.resumed_step is None
+    resumed = CountingCheckpoint(tmp_path, monitor=None, resume=True)
+    _, history = fdl.fit(model(), data, epochs=1, batch_size=16, verbose=0, callbacks=[resumed])
+    assert resumed.traced == 1 and resumed.resumed_step == 4 and [row["epoch"] for row in history] == [1]
+
+
 def interrupt_at(epoch, times=1):
     import signal
     return lambda e, logs: [os.kill(os.getpid(), signal.SIGINT) for _ in range(times)] if e == epoch else None

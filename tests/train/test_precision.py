@@ -1,4 +1,5 @@
-"""Training precision: mixed bfloat16 against float32 on MNIST-1D; dynamic loss scaling skips and recovers."""
+"""Training precision: mixed bfloat16 against float32 on MNIST-1D; dynamic loss scaling skips and recovers;
+pure low precision builds its state with one optimizer init."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 import fdl
 from fdl import nn
-from fdl.train.precision import LossScaleState, dynamic_loss_scale, get_precision
+from fdl.train.precision import LossScaleState, cast_floating, dynamic_loss_scale, get_precision, updates_in_float32
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,36 @@ def test_mixed_float16_survives_a_forced_overflow_and_trains_on(mnist1d):
     skipped = int(np.log2(2.0 ** 15 / float(state.opt_state.scale)))  # each skip halved it; none doubled
     assert 1 <= skipped < int(state.step) == 24
     assert all(np.isfinite(history["loss"])) and history["loss"][-1] < history["loss"][0]
+
+
+class InitialState(fdl.train.callbacks.Callback):
+    """Keeps a copy of the state fit starts from."""
+
+    def on_train_begin(self, run):
+        self.state = run.snapshot()
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float16"])
+def test_pure_low_precision_starts_from_the_cast_state_with_one_optimizer_init(name):
+    inits, adam = [], optax.adam(1e-3)
+    counted = optax.GradientTransformation(lambda params: inits.append(1) or adam.init(params), adam.update)
+    model = nn.serial(nn.Dense(8), nn.BatchNorm(), nn.Relu(), nn.Dense(2))  # BatchNorm: float32 model state
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    initial = InitialState()
+    fdl.fit(model, (x, (x[:, 0] > 0).astype(np.int32)), epochs=1, batch_size=8, verbose=0, seed=3,
+            precision=name, optimizer=counted, callbacks=[initial])
+    assert len(inits) == 1  # traced once, inside init_train_state
+    # the reference: fit's former start-up, the float32 state cast and the optimizer initialized again
+    mode, tx = get_precision(name), updates_in_float32(adam)
+    tx = dynamic_loss_scale(tx) if mode.scales_loss else tx
+    start = fdl.init_train_state(model, (4,), tx, 3)
+    expected = start.replace(params=cast_floating(start.params, mode.param_dtype),
+                             opt_state=tx.init(cast_floating(start.params, mode.state_dtype)))
+    assert jax.tree.structure(initial.state) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(initial.state), jax.tree.leaves(expected)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert {leaf.dtype for leaf in jax.tree.leaves(initial.state.params)} == {jnp.dtype(mode.param_dtype)}
 
 
 def test_a_precision_that_does_not_exist_is_named():

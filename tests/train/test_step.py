@@ -297,3 +297,8 @@ def test_all_finite_agrees_with_numpy(tree, expected):
     chex.assert_shape(result, ())
     assert bool(result) == expected
     assert bool(jax.jit(all_finite)(tree)) == expected
+
+
+def test_all_finite_is_the_one_reduction_of_the_guard_and_the_loss_scaling():
+    from fdl.train import finite, precision, step
+    assert step.all_finite is precision.all_finite is finite.all_finite
