@@ -3,6 +3,7 @@
     result = fdl.runs.train_from_config(fdl.config.load_config("configs/mnist1d_mlp.yaml"))
     run = fdl.load_run(result.run_dir)            # run.evaluate("test"), run.predict(x)
     sweep = fdl.runs.sweep.run_sweep("configs/mnist1d_mlp_sweep.yaml")   # needs the sweep extra
+    fdl.runs.export.export(run, out="mlp.export")  # and fdl.runs.serve, .report, .explain: shipping a run
 
 How one run flows: `fdl.config` loads and checks the YAML and builds the
 model, optimizer, loss, data and callbacks once (`fdl.config.build_arguments`);
@@ -14,15 +15,17 @@ from fdl.runs.loaded import LoadedRun, load_run
 from fdl.runs.saved import SavedModel, load, save
 from fdl.runs.train import RunResult, resume_run, train_from_config
 
+_ON_FIRST_USE = ("sweep", "export", "serve", "report", "explain")
 
 
 def __getattr__(name):
-    # The sweep needs Optuna (the `sweep` extra): `fdl.runs.sweep` loads on first use.
-    if name == "sweep":
+    # The applications load on first use: the sweep needs Optuna (the `sweep` extra), serve
+    # FastAPI (`serve`), and none of them is needed to train.
+    if name in _ON_FIRST_USE:
         import importlib
-        return importlib.import_module("fdl.runs.sweep")
+        return importlib.import_module(f"fdl.runs.{name}")
     raise AttributeError(f"module 'fdl.runs' has no attribute {name!r}")
 
 
 __all__ = ["LoadedRun", "load_run", "SavedModel", "save", "load", "RunResult", "resume_run",
-           "train_from_config", "sweep"]
+           "train_from_config", *_ON_FIRST_USE]

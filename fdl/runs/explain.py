@@ -17,7 +17,6 @@ plot of the first `MAX_ATTRIBUTION_PANELS` inputs.
 """
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -27,7 +26,6 @@ from typing import NamedTuple
 import numpy as np
 
 from fdl.attribution import Explainer, Explanation
-from fdl.data import transform
 from fdl.io import to_python
 from fdl.nn.core import Layer
 from fdl.records import write_bytes
@@ -35,10 +33,9 @@ from fdl.records.plots import MAX_ATTRIBUTION_PANELS, plot_attributions
 from fdl.runs.loaded import LoadedRun
 from fdl.train.checks import check_data
 
-__all__ = ["explain", "run_explainer", "Written", "write_explanation", "explain_to_folder"]
+__all__ = ["explain", "Written", "write_explanation", "explain_to_folder"]
 
 ATTRIBUTIONS_FILE, PLOT_FILE = "attributions.npy", "attributions.png"
-_EXPLAINER = "_explainer"  # the LoadedRun attribute that keeps the run's Explainer
 
 
 def explain(run_or_model, x, *, method: str = "saliency", target=None, state=None, **options) -> Explanation:
@@ -71,7 +68,7 @@ def explain(run_or_model, x, *, method: str = "saliency", target=None, state=Non
             raise ValueError("state: a loaded run is explained with its own checkpoint (run.state) — drop "
                              "state=, or load another one with fdl.load_run(run_dir, checkpoint='last')")
         run = run_or_model
-        return run_explainer(run).explain(run.state.params, run.state.model_state, run.check_inputs(x),
+        return run.explainer.explain(run.state.params, run.state.model_state, run.check_inputs(x),
                                           method=method, target=target, **options)
     if isinstance(run_or_model, Layer):
         if state is None:
@@ -83,20 +80,6 @@ def explain(run_or_model, x, *, method: str = "saliency", target=None, state=Non
                                                **options)
     raise TypeError(f"run_or_model: expected a LoadedRun (fdl.load_run) or an fdl.nn Layer, got "
                     f"{type(run_or_model).__name__}")
-
-
-def run_explainer(run: LoadedRun) -> Explainer:
-    """The run's Explainer (its model, fitted preprocessing, eval batch size), built once and kept on the run.
-
-    Kept on the run like `run.evaluator`, so the programs live as long as the run
-    and a second `fdl.explain(run, ...)` compiles nothing.
-    """
-    explainer = vars(run).get(_EXPLAINER)
-    if explainer is None:
-        preprocess = None if run.preprocessing is None else functools.partial(transform, *run.preprocessing)
-        explainer = Explainer(run.model, preprocess=preprocess, batch_size=run.config.training.eval_batch_size)
-        setattr(run, _EXPLAINER, explainer)
-    return explainer
 
 
 class Written(NamedTuple):

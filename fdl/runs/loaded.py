@@ -17,6 +17,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from fdl.attribution import Explainer
 from fdl.config import ConfigError, RunArguments, build_arguments, load_config
 from fdl.data import MinMaxStats, StandardizeStats, transform
 from fdl.optim import make_optimizer
@@ -45,6 +46,7 @@ class LoadedRun:
     state: TrainState
     checkpoint: str
     _evaluator: Evaluator | None = dataclasses.field(default=None, repr=False)
+    _explainer: Explainer | None = dataclasses.field(default=None, repr=False)
 
     @property
     def config(self):
@@ -60,6 +62,16 @@ class LoadedRun:
         if self._evaluator is None:
             self._evaluator = split_evaluator(self.arguments)
         return self._evaluator
+
+    @property
+    def explainer(self) -> Explainer:
+        """The run's compiled attribution programs (`fdl.explain`): its model, fitted preprocessing
+        and eval batch size; built on first use and kept, so a second explanation compiles nothing."""
+        if self._explainer is None:
+            preprocess = None if self.preprocessing is None else functools.partial(transform, *self.preprocessing)
+            self._explainer = Explainer(self.model, preprocess=preprocess,
+                                        batch_size=self.config.training.eval_batch_size)
+        return self._explainer
 
     def evaluate(self, split: str = "test") -> dict:
         """Loss and the config's metrics of the loaded state on one of the run's data splits."""

@@ -12,7 +12,7 @@ from fdl.attribution import Explainer
 from fdl.cli.main import main
 from fdl.data import load, transform
 from fdl.records.plots import plot_attributions
-from fdl.runs.explain import explain, run_explainer
+from fdl.runs.explain import explain
 
 FEATURE = 3  # the one input the hand-built model reads
 
@@ -120,7 +120,7 @@ def test_repeated_calls_compile_one_program_per_method(runs, compiles):
         with compiles.counting() as again:
             explain(run, x + 1.0, method=method, target=2, steps=8 if method == "integrated_gradients" else None)
         assert (len(first), len(again)) == (1, 0), method
-    assert run_explainer(run) is run_explainer(run)
+    assert run.explainer is run.explainer
 
 
 def test_cli_writes_the_attributions_and_a_capped_plot(shipped_runs, runs, tmp_path, capsys):
