@@ -56,20 +56,22 @@ def build_precision(name: str) -> str:
     return name
 
 
-def build_mesh(devices, shard_params=None):
-    """`training.devices` as fit's `mesh` (fdl.train.mesh): None, or a data mesh over N local devices;
-    `training.shard_params` checked against it."""
+def build_mesh(devices, shard_params=None, model_axis=None):
+    """`training.devices` as fit's `mesh` (fdl.train.mesh): None, or a mesh over N local devices
+    (with `training.model_axis` of them on a "model" axis); `training.shard_params` checked against it."""
     if shard_params not in SHARD_PARAMS:
         raise ConfigError(f"training.shard_params: expected null (replicated) or fsdp, got {shard_params!r}")
     if devices is None:
-        if shard_params is not None:
-            raise ConfigError(f"training.shard_params: {shard_params} splits the state over devices — set "
-                              "training.devices (or --devices N|all) as well")
+        for key, value in (("shard_params", shard_params), ("model_axis", model_axis)):
+            if value is not None:
+                raise ConfigError(f"training.{key}: {value} splits the state over devices — set "
+                                  "training.devices (or --devices N|all) as well")
         return None
     try:
-        return data_mesh(devices)
+        return data_mesh(devices, model=1 if model_axis is None else model_axis)
     except ValueError as error:
-        raise ConfigError(f"training.{error}") from None
+        key = "model_axis" if str(error).startswith("model:") else "devices"
+        raise ConfigError(f"training.{key}: {str(error).split(': ', 1)[1]}") from None
 
 
 def check_population_keys(config: DictConfig) -> None:
@@ -86,7 +88,7 @@ def check_population_keys(config: DictConfig) -> None:
     if config.training.get("precision", "float32") != "float32":
         raise ConfigError(f"training.precision: {config.training.precision} — a population trains in float32; "
                           "remove the key (and set it on the `fdl train` of the best point)")
-    for key in ("devices", "shard_params"):
+    for key in ("devices", "shard_params", "model_axis"):
         if config.training.get(key) is not None:
             raise ConfigError(f"training.{key}: a sweep splits its members over the devices itself — remove "
                               "the key (and set it on the `fdl train` of the best point)")
@@ -144,7 +146,7 @@ class RunArguments:
                     callbacks=self.callbacks(), seed=self.config.seed, augment=self.augment,
                     input_shape=tuple(self.data.dataset.feature_shape),  # what a dict batch does not show
                     fused=training.fused, eval_batch_size=training.eval_batch_size, verbose=training.verbose,
-                    mesh=build_mesh(training.devices, training.shard_params), shard_params=training.shard_params,
+                    mesh=build_mesh(training.devices, training.shard_params, training.model_axis), shard_params=training.shard_params,
                     precision=build_precision(training.precision))
 
     def population_arguments(self) -> dict:

@@ -84,6 +84,7 @@ class TrainingConfig:
     verbose: int = 1                       # 0 quiet, 1 progress bar on a terminal, 2 a line per epoch
     devices: Any = None                    # data parallel over N local devices (or "all"); null: one
     shard_params: Optional[str] = None     # with devices: fsdp splits params and optimizer state over them
+    model_axis: Optional[int] = None       # with devices: that many of them form a "model" axis (params split over it)
     precision: str = "float32"             # float32 | bfloat16 | float16 | mixed_bfloat16 | mixed_float16
 
 

@@ -63,6 +63,7 @@ REFUSED = {
     "training.fused": ["training.fused=false"],
     "training.devices": ["training.devices=2"],
     "training.shard_params": ["training.shard_params=fsdp"],
+    "training.model_axis": ["training.model_axis=2"],
     "training.precision": ["training.precision=mixed_bfloat16"],
 }
 

@@ -35,14 +35,16 @@ SCRIPT = textwrap.dedent("""
     }
     common = dict(val=(x[:40], y[:40]), epochs=2, batch_size=16, verbose=0, seed=1, metrics=["accuracy", "f1"],
                   optimizer={"name": "sgd", "learning_rate": 0.1})
+    model_axis = {"mesh": fdl.train.mesh.data_mesh(4, model=2)}  # 2 (data) x 2 (model)
     RUNS = {"mlp_batchnorm": [(2, "fused", {}), (4, "fused", {}), (4, "stepped", {"fused": False}),
-                              (4, "host", {"placement": "host"}), (4, "fsdp", {"shard_params": "fsdp"})],
+                              (4, "host", {"placement": "host"}), (4, "fsdp", {"shard_params": "fsdp"}),
+                              (4, "model", model_axis), (4, "model-fsdp", {**model_axis, "shard_params": "fsdp"})],
             "cnn": [(4, "fused", {}), (4, "fsdp-stepped", {"shard_params": "fsdp", "fused": False})]}
     out = {}
     for name, model in models.items():
         reference, history = fdl.fit(model(), (x, y), **common)
         for devices, label, path in RUNS[name]:
-            state, sharded = fdl.fit(model(), (x, y), mesh=devices, **common, **path)
+            state, sharded = fdl.fit(model(), (x, y), **{"mesh": devices, **common, **path})
             label = f"{name} {devices} {label}"
             out[label] = {
                 "params": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
@@ -55,6 +57,7 @@ SCRIPT = textwrap.dedent("""
                 "replicated": all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state)),
                 "shards": [[list(leaf.shape), list(leaf.addressable_shards[0].data.shape)]
                            for leaf in jax.tree.leaves((state.params, state.opt_state))],
+                "specs": sorted({str(leaf.sharding.spec) for leaf in jax.tree.leaves(state.params)}),
             }
     # the batches really are split: each device holds 16 / 4 rows of every batch, and the step all-reduces
     model, tx = models["mlp_batchnorm"](), fdl.optim.make_optimizer("sgd", learning_rate=0.1)
@@ -78,7 +81,8 @@ def measured():
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("model, runs", [("mlp_batchnorm", ("2 fused", "4 fused", "4 stepped", "4 host", "4 fsdp")),
+@pytest.mark.parametrize("model, runs", [("mlp_batchnorm", ("2 fused", "4 fused", "4 stepped", "4 host", "4 fsdp",
+                                                           "4 model", "4 model-fsdp")),
                                          ("cnn", ("4 fused", "4 fsdp-stepped"))])
 def test_n_devices_train_one_devices_numbers_on_every_path(measured, model, runs):
     expected, runs = runs, {label: run for label, run in measured.items() if label.startswith(model + " ")}
@@ -88,11 +92,17 @@ def test_n_devices_train_one_devices_numbers_on_every_path(measured, model, runs
         # the rounding of near-zero gradients to ~learning-rate differences)
         assert run["params"] < 1e-5 and run["model_state"] < 1e-5 and run["logs"] < 1e-5, (label, run)
         assert run["devices"] == int(label.split()[1]), (label, run)
-        fsdp = "fsdp" in label
-        assert run["replicated"] is not fsdp, (label, run)
-        for shape, shard in run["shards"]:  # FSDP: a quarter of every array 4 divides along some axis
-            split = fsdp and any(size % 4 == 0 for size in shape)
-            assert np.prod(shard) == np.prod(shape) // (4 if split else 1), (label, shape, shard)
+        fsdp, model_axis = "fsdp" in label, "model" in label
+        assert run["replicated"] is not (fsdp or model_axis), (label, run)
+        for shape, shard in run["shards"]:
+            if model_axis:  # halved over "model" along an axis 2 divides; with fsdp halved again over "data"
+                even = sum(size % 2 == 0 for size in shape)
+                split = 2 ** min(even, 2 if fsdp else 1)
+            else:  # FSDP over 4 devices: a quarter of every array 4 divides along some axis
+                split = 4 if fsdp and any(size % 4 == 0 for size in shape) else 1
+            assert np.prod(shard) == np.prod(shape) // split, (label, shape, shard)
+        if model_axis:  # every Dense kernel and bias is split over "model"
+            assert all("model" in spec for spec in run["specs"]), (label, run["specs"])
 
 
 def test_the_batches_are_split_over_the_devices_and_a_batch_size_that_does_not_split_is_named(measured):
@@ -104,6 +114,8 @@ def test_the_batches_are_split_over_the_devices_and_a_batch_size_that_does_not_s
 def test_a_mesh_needs_a_data_axis_and_existing_devices():
     with pytest.raises(ValueError, match=r"devices: expected 'all' or an int in \[1, \d+\]"):
         data_mesh(10_000)
+    with pytest.raises(ValueError, match=r"^model: expected a number of devices that divides the 1 devices \(1\)"):
+        data_mesh(1, model=2)
     with pytest.raises(ValueError, match="mesh: expected an axis named 'data'"):
         fdl.fit(nn.Dense(2), (np.zeros((8, 3), np.float32), np.zeros(8, np.int32)), batch_size=4, verbose=0,
                 mesh=Mesh(np.array(jax.devices()[:1]), ("model",)))
@@ -115,6 +127,11 @@ def test_fdl_train_devices_trains_data_parallel_and_a_bad_count_names_the_key(tm
 
     with pytest.raises(ConfigError, match=r"^training\.devices: expected 'all' or an int in \[1, \d+\]"):
         build_mesh(10_000)
+    with pytest.raises(ConfigError, match=r"^training\.model_axis: expected a number of devices that divides"):
+        build_mesh(1, model_axis=3)
+    with pytest.raises(ConfigError, match=r"^training\.model_axis: 2 splits the state over devices — set "
+                                          r"training\.devices"):
+        build_mesh(None, model_axis=2)
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     fdl_command = os.path.join(os.path.dirname(sys.executable), "fdl")  # the installed command
