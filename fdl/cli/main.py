@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "serve a run's (or an export's) predictions over HTTP: POST /predict, GET /health, "
                              "GET /metadata; concurrent requests share compiled calls")
-    serve.add_argument("model", metavar="RUN_DIR_OR_EXPORT", help="a run directory or a `fdl export` output")
+    serve.add_argument("model", metavar="RUN_DIR_OR_EXPORT", help="a run directory, an `fdl export` folder or an `fdl.save` folder")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--checkpoint", default="best", choices=["best", "last"])

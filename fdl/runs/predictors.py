@@ -18,10 +18,11 @@ from fdl.config import ConfigError
 from fdl.records import RunDir
 from fdl.runs.export import METADATA_FILE, load_export
 from fdl.runs.loaded import LoadedRun, load_run
+from fdl.runs.saved import MODEL_FILE, SavedModel, load
 from fdl.train import Evaluator
 from fdl.train.evaluate import padded_batches
 
-__all__ = ["Predictor", "RunPredictor", "ExportPredictor", "answer", "classifier_head", "config_hash",
+__all__ = ["Predictor", "RunPredictor", "ExportPredictor", "SavedPredictor", "answer", "classifier_head", "config_hash",
            "load_predictor"]
 
 HEADS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
@@ -114,6 +115,28 @@ class ExportPredictor:
         return np.concatenate([self._predict(rows)[mask] for rows, _, mask in padded_batches(x, None, self._batch)])
 
 
+class SavedPredictor:
+    """An `fdl.save` folder's model (`fdl.load`): its preprocessing, then `Evaluator.predict` in eval mode.
+
+    A model saved with class names is served as a softmax classifier, any other raw;
+    one Evaluator (the same compiled forward pass) per batch size, as `RunPredictor`.
+    """
+
+    def __init__(self, saved: SavedModel, path: str | os.PathLike):
+        self.saved, self.input_shape, self.input_dtype = saved, tuple(saved.input_shape), saved.input_dtype
+        self.head = "softmax" if saved.class_names else None
+        self.class_names = saved.class_names
+        self.metadata = {"source": "saved", "path": str(path), "config_sha256": saved.config_sha256,
+                         "num_classes": None if saved.class_names is None else len(saved.class_names)}
+        self._evaluators: dict[int, Evaluator] = {}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (n, ...) for raw examples x: (n, *input_shape), the saved preprocessing applied."""
+        if len(x) not in self._evaluators:
+            self._evaluators[len(x)] = Evaluator(self.saved.model, batch_size=len(x))
+        return self._evaluators[len(x)].predict(self.saved.params, self.saved.model_state, self.saved.preprocess(x))
+
+
 def config_hash(run_dir: RunDir) -> str | None:
     """env.json's `config_sha256` (the SHA-256 of config.yaml as trained), or None without env.json.
 
@@ -132,7 +155,8 @@ def config_hash(run_dir: RunDir) -> str | None:
 
 
 def load_predictor(path: str | os.PathLike, checkpoint: str = "best") -> Predictor:
-    """The Predictor of a run directory (its `checkpoint`: "best" or "last") or of an `fdl export` folder.
+    """The Predictor of a run directory (its `checkpoint`: "best" or "last"), an `fdl export` folder or
+    an `fdl.save` folder.
 
     Raises:
       ConfigError: `path` is neither, or the run's checkpoint cannot be loaded (`load_run`).
@@ -143,8 +167,11 @@ def load_predictor(path: str | os.PathLike, checkpoint: str = "best") -> Predict
         return RunPredictor(load_run(folder, checkpoint))
     if (folder / METADATA_FILE).is_file():
         return ExportPredictor(folder)
-    raise ConfigError(f"{str(folder)!r}: neither a run directory (no {RunDir.CONFIG}) nor an export (no "
-                      f"{METADATA_FILE}) — pass the folder `fdl train` or `fdl export` wrote")
+    if (folder / MODEL_FILE).is_file():
+        return SavedPredictor(load(folder), folder)
+    raise ConfigError(f"{str(folder)!r}: neither a run directory (no {RunDir.CONFIG}), an export (no "
+                      f"{METADATA_FILE}) nor a saved model (no {MODEL_FILE}) — pass the folder `fdl train`, "
+                      "`fdl export` or `fdl.save` wrote")
 
 
 def answer(outputs: np.ndarray, head: str | None, class_names: tuple[str, ...] | None) -> dict:

@@ -148,7 +148,7 @@ def make_app(model: "str | os.PathLike | Predictor", *, checkpoint: str = "best"
     Raises:
       ModuleNotFoundError: the serve extra is not installed.
       ValueError: max_batch, batch_window_ms or max_request_bytes out of range.
-      ConfigError: `model` is neither a run directory nor an export, or its checkpoint cannot be loaded.
+      ConfigError: `model` is neither a run directory, an export nor an `fdl.save` folder, or its checkpoint cannot be loaded.
       FileNotFoundError, ValueError: an export's model file is missing or damaged.
     """
     fastapi = _serve_extra()[0]

@@ -202,6 +202,16 @@ def test_an_export_folder_is_served_as_its_run_dynamic_or_fixed_batch(shipped_ru
         assert meta["config_sha256"] == config_sha256(run.run_dir.config_text()) and len(meta["classes"]) == 10
 
 
+def test_a_saved_model_folder_is_served_as_its_run(shipped_runs, tmp_path, client):
+    run, x = fdl.load_run(shipped_runs["batchnorm"]), examples(5, seed=6)
+    folder = fdl.save(run, tmp_path / "saved")
+    with serving(make_app(folder, max_batch=4, batch_window_ms=0)) as url:
+        check_answer(client.post(f"{url}/predict", json={"inputs": x.tolist()}).json(), run, x)
+        meta = client.get(f"{url}/metadata").json()
+    assert (meta["source"], meta["head"], len(meta["classes"])) == ("saved", "softmax", 10)
+    assert meta["config_sha256"] == config_sha256(run.run_dir.config_text())
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -336,8 +346,9 @@ def test_config_hash_reads_env_json_and_names_a_damaged_one(tmp_path):
 
 
 def test_start_up_errors_name_the_culprit(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match=r"neither a run directory \(no config.yaml\) nor an export \(no "
-                                          r"metadata.json\) — pass the folder `fdl train` or `fdl export` wrote"):
+    with pytest.raises(ConfigError, match=r"neither a run directory \(no config.yaml\), an export \(no "
+                                          r"metadata.json\) nor a saved model \(no model.json\) — pass the "
+                                          r"folder `fdl train`, `fdl export` or `fdl.save` wrote"):
         make_app(tmp_path)
     with pytest.raises(ValueError, match="max_request_bytes: expected a positive number of bytes, got 0"):
         make_app(tmp_path, max_request_bytes=0)
