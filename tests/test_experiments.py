@@ -238,6 +238,22 @@ def check_serve(stdout: str) -> None:
     assert re.search(rf"^batching / no batching: ({NUMBER})x requests/s$", stdout, re.M), stdout
 
 
+GRAIN_ROW = re.compile(rf"^(NpyStream|Grain)(, process 0 of 2)?(, threads)?\s+(\d+)\s+({NUMBER})\s+({NUMBER})"
+                       rf"\s+({NUMBER})\s+({NUMBER})x$", re.M)
+
+
+def check_grain(stdout: str) -> None:
+    rows = {m[1] + (m[2] or "") + (m[3] or ""): m for m in GRAIN_ROW.finditer(stdout)}
+    grain = "grain: not installed" not in stdout
+    assert set(rows) == {"NpyStream", "NpyStream, process 0 of 2"} | (
+        {"Grain", "Grain, process 0 of 2", "Grain, process 0 of 2, threads"} if grain else set()), stdout
+    for name, row in rows.items():
+        assert int(row[4]) == (128 if "process 0 of 2" in name else 256), row[0]  # half of a 256 batch
+        positive(row[5]), positive(row[6]), positive(row[7]), positive(row[8])
+    assert rows["NpyStream"][8] == "1.00"
+    assert bool(re.search(rf"^Grain / NpyStream, process 0 of 2: ({NUMBER})x batches/s", stdout, re.M)) == grain
+
+
 SCRIPTS = {
     "autoencoders": Covered("tests/test_programs.py::test_vae_program_writes_finite_elbo_and_prior_samples",
                             "the VAE half, one epoch, finite -ELBO, reconstruction and a samples PNG"),
@@ -245,6 +261,7 @@ SCRIPTS = {
     "benchmark_depth": Smoke(check_depth),
     "benchmark_e2e": Smoke(check_e2e),
     "benchmark_engine": Smoke(check_engine),
+    "benchmark_grain": Smoke(check_grain),
     "benchmark_population": Smoke(check_population),
     "benchmark_scale": Smoke(check_scale),
     "benchmark_serve": Smoke(check_serve),

@@ -18,7 +18,7 @@ batches to the device while the current step runs (double buffering).
 """
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import jax
@@ -40,8 +40,8 @@ class _Failure:
         self.error = error
 
 
-def _produce(batches: Iterator, out: queue.Queue, stop: threading.Event, device) -> None:
-    """Thread body: device_put each batch into `out` until done, failed or stopped.
+def _produce(batches: Iterator, out: queue.Queue, stop: threading.Event, place: Callable) -> None:
+    """Thread body: `place` each batch on the device(s) into `out` until done, failed or stopped.
 
     It holds no reference to its `Prefetcher`, so an abandoned prefetcher is
     garbage collected and its `__del__` stops this thread.
@@ -57,7 +57,7 @@ def _produce(batches: Iterator, out: queue.Queue, stop: threading.Event, device)
 
     try:
         for batch in batches:
-            if not put(jax.device_put(batch, device)):
+            if not put(place(batch)):
                 return
         put(_END)
     except BaseException as error:  # noqa: BLE001 — re-raised in the consumer thread
@@ -76,17 +76,26 @@ class Prefetcher:
     Args:
         batches: Any iterable of pytrees of numpy arrays, e.g. (x, y) tuples.
         size: Batches prefetched ahead, >= 1 (2 = double buffering).
-        device: Target device; None for JAX's default device.
+        device: Target device or sharding; None for JAX's default device.
+        place: How a batch reaches the devices instead of `jax.device_put(batch,
+            device)`, e.g. a process's rows of a global batch
+            (`fdl.train.mesh.place_process_rows`); then leave `device` None.
+
+    Raises:
+        ValueError: size < 1, or both `device` and `place`.
     """
 
-    def __init__(self, batches: Iterable, size: int = 2, device=None):
+    def __init__(self, batches: Iterable, size: int = 2, device=None, *, place: Callable | None = None):
         self._stop = threading.Event()  # first, so that __del__ works even after a bad size
         if size < 1:
             raise ValueError(f"Prefetcher: size must be >= 1, got {size}")
+        if place is not None and device is not None:
+            raise ValueError(f"Prefetcher: device={device!r} and place= both say where batches go — give one")
+        place = place or (lambda batch: jax.device_put(batch, device))
         self._queue = queue.Queue(maxsize=size)
         self._finished = False
         self._thread = threading.Thread(target=_produce, daemon=True, name="fdl-prefetch",
-                                        args=(iter(batches), self._queue, self._stop, device))
+                                        args=(iter(batches), self._queue, self._stop, place))
         self._thread.start()
 
     def __iter__(self) -> "Prefetcher":
@@ -180,11 +189,14 @@ class NpyStream:
                              f"[1, {self.num_examples}], got {batch_size}")
 
     def host_batches(self, key: PRNGKey, epoch: int, batch_size: int, *, drop_last: bool = True,
-                     start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+                     start: int = 0, rows: slice | np.ndarray | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """One epoch's (x, y) numpy batches in order from batch `start` on, without prefetching.
 
         Batches follow `batch_indices(key, epoch, n, batch_size)`, computed once
-        for the epoch on the host.
+        for the epoch on the host. With `rows`, only those rows of each batch
+        are read from disk: a process's share of the global batch over several
+        hosts (`fdl.train.mesh.process_rows`), the order still the shared one.
 
         Args:
             key: The run's data key, as passed to `batch_indices`.
@@ -194,17 +206,27 @@ class NpyStream:
                 False a final batch of the `n % batch_size` left-out examples
                 follows; its different shape recompiles a jitted step.
             start: The first batch to read (an epoch resumed part-way).
+            rows: The rows of each batch to read (a slice or an int array into
+                the batch's example axis); None: all.
 
         Returns:
             An iterator of x (batch, *feature_shape) float32 and y (batch, ...)
-            int32 labels or float32 targets (None without y_path).
+            int32 labels or float32 targets (None without y_path); with `rows`,
+            (rows, ...) each.
 
         Raises:
-            ValueError: batch_size outside [1, n] (at the call, not at the first batch).
+            ValueError: batch_size outside [1, n] (at the call, not at the first
+                batch), or `rows` with drop_last=False and a partial last batch.
         """
         self._check_batch_size(batch_size)
-        indices = list(np.asarray(batch_indices(key, epoch, self.num_examples, batch_size)))
+        indices = np.asarray(batch_indices(key, epoch, self.num_examples, batch_size))
         left_out = self.num_examples % batch_size
+        if rows is not None:
+            if left_out and not drop_last:
+                raise ValueError(f"NpyStream {self.x_path.name}: rows= reads a share of every full batch; "
+                                 f"the last partial batch has no such share — use drop_last=True")
+            indices = indices[:, rows]
+        indices = list(indices)
         if left_out and not drop_last:
             indices.append(np.asarray(epoch_permutation(key, epoch, self.num_examples))[-left_out:])
         return self._read(indices[start:], epoch, start)

@@ -4,8 +4,10 @@ Every process runs the same script (or `fdl train`) with its own `process_id`;
 after `initialize`, `jax.devices()` lists every process's devices, and
 `fit(..., mesh="all")` trains data-parallel over all of them: each process
 gives its own devices their slices of every batch (fdl.train.mesh.place) and
-XLA's collectives (gloo on CPU) do the rest. Each process holds the whole data
-and the same seed, so all draw the same batch order.
+XLA's collectives (gloo on CPU) do the rest. Every process has the same seed,
+so all draw the same batch order; data on the device is held whole by each
+process, data streamed from the host (an NpyStream, placement="host") is read
+per process: only the rows of each batch that its own devices hold.
 
     initialize("10.0.0.1:1234", num_processes=2, process_id=0)   # on host 0
     initialize("10.0.0.1:1234", num_processes=2, process_id=1)   # on host 1

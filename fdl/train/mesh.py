@@ -39,7 +39,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["DATA_AXIS", "MODEL_AXIS", "SHARD_PARAMS", "data_mesh", "as_mesh", "check_divisible", "replicated",
-           "examples_sharding", "batches_sharding", "state_sharding", "constrain_state", "place", "host_copy"]
+           "examples_sharding", "batches_sharding", "state_sharding", "constrain_state", "place", "host_copy",
+           "process_rows", "place_process_rows"]
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -148,7 +149,8 @@ def place(tree: Any, sharding) -> Any:
 
     Over several processes (`jax.distributed`) each process holds the same whole
     value (the same data, order and seed) and gives its own devices their slices
-    of it (`jax.make_array_from_callback`), so nothing crosses between hosts.
+    of it (`jax.make_array_from_callback`), so nothing crosses between hosts. (Data
+    streamed from the host is read per process instead: `place_process_rows`.)
     """
     if sharding is None:
         return jax.device_put(tree)

@@ -17,10 +17,11 @@ import numpy as np
 from fdl.data.order import batch_indices
 from fdl.data.stream import NpyStream, Prefetcher
 from fdl.train.epoch import (EpochProgress, HostEpoch, StepEpoch, advance_epoch, begin_epoch, epoch_summary,
-                             finish_epoch, host_batches, make_batches_epoch, make_replay_batches,
+                             finish_epoch, make_batches_epoch, make_replay_batches,
                              make_replay_epoch, make_train_epoch, num_examples, progress_is_finite,
                              replay_host_epoch, stage_epoch, take)
-from fdl.train.mesh import batches_sharding, examples_sharding, place, replicated
+from fdl.train.mesh import (batches_sharding, examples_sharding, place, place_process_rows, process_rows,
+                            replicated)
 from fdl.train.state import TrainState, data_key
 
 __all__ = ["DEVICE_SHARE", "free_device_bytes", "fits_on_device", "default_feed", "Epochs", "device_epochs",
@@ -177,7 +178,12 @@ class _SteppedEpochs(Epochs):
 
 
 class _HostEpochs(Epochs):
-    """The data (numpy, memory-mapped or an NpyStream) stays on the host; batches are prefetched."""
+    """The data (numpy, memory-mapped or an NpyStream) stays on the host; batches are prefetched.
+
+    Over several processes each process reads only the rows of each batch that
+    its own devices hold (`fdl.train.mesh.process_rows`, in the shared order)
+    and places them as its part of the global batch (`place_process_rows`).
+    """
 
     donates = True
 
@@ -186,24 +192,32 @@ class _HostEpochs(Epochs):
         self._step, self._host_data, self._stream = step, data, stream
         self._host = HostEpoch(step, metrics)
         self._prefetch = stream.prefetch if stream is not None else 2
+        self._process_rows = process_rows(self._examples, batch_size)  # this process's rows of every batch
 
     def _host_batches(self, state, epoch: int, start: int = 0):
-        """The epoch's host batches from batch `start` on (read lazily)."""
+        """This process's rows of the epoch's host batches from batch `start` on (read lazily)."""
         if self._stream is not None:
-            return self._stream.host_batches(data_key(state), epoch, self._batch_size, start=start)
-        return host_batches(state, self._host_data, epoch, self._batch_size, start=start)
+            return self._stream.host_batches(data_key(state), epoch, self._batch_size, start=start,
+                                             rows=self._process_rows)
+        return (take(self._host_data, rows) for rows in self.indices(state, epoch)[start:, self._process_rows])
+
+    def _place(self, batch):
+        """A batch of this process's rows as the global batch on the devices."""
+        return place_process_rows(batch, self._examples, self._batch_size)
 
     def begin(self, state, epoch):
-        return self._host.begin(state, next(self._host_batches(state, epoch)), self.steps_per_epoch)
+        # begin reads only the shapes of a batch: the global batch's, from this process's rows
+        first = jax.tree.map(lambda rows: np.broadcast_to(rows[:1], (self._batch_size, *rows.shape[1:])),
+                             next(self._host_batches(state, epoch)))
+        return self._host.begin(state, first, self.steps_per_epoch)
 
     def advance(self, progress, epoch, start, stop):
         chunk = itertools.islice(self._host_batches(progress.state, epoch, start), stop - start)
-        with Prefetcher(chunk, size=self._prefetch, device=self._examples) as prefetched:
+        with Prefetcher(chunk, size=self._prefetch, place=self._place) as prefetched:
             return self._host.advance(progress, prefetched)
 
     def replay(self, state, epoch, start=0):
-        return replay_host_epoch(self._step, state, (place(batch, self._examples)
-                                                     for batch in self._host_batches(state, epoch, start)))
+        return replay_host_epoch(self._step, state, map(self._place, self._host_batches(state, epoch, start)))
 
 
 def device_epochs(step, batch_size: int, metrics, fused: bool, data, *, feed: str = "auto", mesh=None) -> Epochs:
