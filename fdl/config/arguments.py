@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fdl import nn
 from fdl.config.build import (PreparedData, build_augment, build_custom_callbacks, build_data, build_loss,
@@ -22,6 +22,7 @@ from fdl.config.build import (PreparedData, build_augment, build_custom_callback
 from fdl.config.load import ConfigError
 from fdl.nn.core import ShapeError
 from fdl.train import callbacks as cb
+from fdl.train.checks import check_positive_int
 from fdl.train.mesh import SHARD_PARAMS, data_mesh
 from fdl.train.precision import PRECISIONS
 
@@ -140,6 +141,7 @@ class RunArguments:
     def fit_arguments(self) -> dict:
         """`fdl.fit` keyword arguments: every key of `training:` and the config's callbacks."""
         training = self.config.training
+        _check_count("training.batch_size", training.batch_size, maximum=self.data.dataset.train.num_examples)
         minimized = {"objective": self.objective} if self.objective is not None else {"loss": self.loss}
         return dict(**minimized, optimizer=build_optimizer(self.config.optimizer),
                     epochs=training.epochs, batch_size=training.batch_size, metrics=list(self.config.metrics),
@@ -165,6 +167,37 @@ class RunArguments:
                     eval_batch_size=training.eval_batch_size, verbose=training.verbose)
 
 
+# The counts of a config and their smallest values, checked at load (before any training) so that
+# the error names the key, not the fdl.fit or callback argument it becomes.
+COUNTS = {"seed": 0, "training.epochs": 1, "training.batch_size": 1, "training.eval_batch_size": 1,
+          "callbacks.checkpoint.every": 1, "callbacks.checkpoint.every_steps": 1, "callbacks.checkpoint.keep": 1,
+          "callbacks.early_stopping.patience": 0, "callbacks.reduce_lr_on_plateau.patience": 0,
+          "callbacks.reduce_lr_on_plateau.cooldown": 0}
+VERBOSITY = (0, 1, 2)
+
+
+def _check_count(key: str, value, minimum: int = 1, maximum: int | None = None) -> None:
+    try:
+        check_positive_int(key, value, minimum, maximum)
+    except ValueError as error:
+        raise ConfigError(str(error).replace(f" — pass {key}=", f" — set {key}=")) from None
+
+
+def check_counts(config: DictConfig) -> None:
+    """One-line errors, naming the key, for a count out of range (`COUNTS`) or an unknown `training.verbose`.
+
+    Raises:
+      ConfigError: e.g. "training.epochs must be an int >= 1, got 0 — set training.epochs=1".
+    """
+    for key, minimum in COUNTS.items():
+        value = OmegaConf.select(config, key)
+        if value is not None or key == "seed":
+            _check_count(key, value, minimum)
+    if config.training.verbose not in VERBOSITY:
+        raise ConfigError(f"training.verbose: expected 0 (quiet), 1 (a progress bar) or 2 (a line per epoch), "
+                          f"got {config.training.verbose!r}")
+
+
 def build_arguments(config: DictConfig, data: PreparedData | None = None) -> RunArguments:
     """Builds everything `config` describes, checked against each other once.
 
@@ -177,6 +210,7 @@ def build_arguments(config: DictConfig, data: PreparedData | None = None) -> Run
       ConfigError: a section that cannot be built, or a model that does not take
         the data's examples (one line, key path).
     """
+    check_counts(config)
     data = data if data is not None else build_data(config.data, config.seed)
     model = build_model(config.model)
     check_model_fits_data(model, data.dataset.feature_shape)

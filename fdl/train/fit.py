@@ -223,6 +223,7 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
         val = train.val
     stream = train if isinstance(train, NpyStream) else None
     epochs, tx, mode = check_positive_int("epochs", epochs), as_optimizer(optimizer), get_precision(precision)
+    eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
     if mode.name != "float32" and step is not None:
         raise ValueError(f"precision: {precision!r} casts inside fdl's step — a custom step= does its own "
                          "arithmetic: cast in it (fdl.train.precision.cast_floating) and keep precision='float32'")

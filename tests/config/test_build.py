@@ -1,6 +1,7 @@
 """Building models, optimizers, losses, data, augmentation and user components from config sections."""
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,3 +260,35 @@ def test_bad_custom_callbacks(user_module, entry, message):
     config = OmegaConf.merge(OmegaConf.structured(RunConfig), {"callbacks": {"custom": [entry]}})
     with pytest.raises(ConfigError, match=message.format(m=user_module)):
         build_custom_callbacks(config)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.epochs=0", "training.epochs must be an int >= 1, got 0 — set training.epochs=1"),
+    ("training.eval_batch_size=0", "training.eval_batch_size must be an int >= 1, got 0 — set training.eval_batch_size=1"),
+    ("callbacks.checkpoint.keep=0", "callbacks.checkpoint.keep must be an int >= 1, got 0"),
+    ("callbacks.checkpoint.every_steps=0", "callbacks.checkpoint.every_steps must be an int >= 1, got 0"),
+    ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience must be an int >= 0, got -1"),
+    ("seed=-3", "seed must be an int >= 0, got -3 — set seed=0"),
+    ("training.verbose=7", r"training.verbose: expected 0 \(quiet\), 1 \(a progress bar\) or 2"),
+])
+def test_a_count_out_of_range_is_named_by_its_config_key(override, message):
+    from fdl.config import build_arguments, load_config
+
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        build_arguments(load_config(Path(__file__).parents[2] / "configs" / "mnist1d_logreg.yaml", [override]))
+
+
+def test_a_batch_larger_than_the_training_split_is_named_when_training():
+    from fdl.config import build_arguments, load_config
+
+    arguments = build_arguments(load_config(Path(__file__).parents[2] / "configs" / "mnist1d_logreg.yaml",
+                                            ["training.batch_size=5000"]))  # builds: `fdl summary` needs no batch
+    with pytest.raises(ConfigError, match=r"^training.batch_size must be an int in \[1, 3600\], got 5000 — set "
+                                          "training.batch_size=3600"):
+        arguments.fit_arguments()
+
+
+def test_fit_names_a_zero_eval_batch_size():
+    with pytest.raises(ValueError, match="eval_batch_size must be an int >= 1, got 0"):
+        fdl.fit(fdl.nn.Dense(2), (np.zeros((8, 3), np.float32), np.zeros(8, np.int32)), batch_size=4,
+                eval_batch_size=0, verbose=0)
