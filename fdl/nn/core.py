@@ -19,7 +19,7 @@ import jax
 
 from fdl.typing import Params, PRNGKey, Shape, State
 
-__all__ = ["Layer", "InitFn", "ApplyFn", "ShapeError", "BATCH_AXIS", "named", "init_child",
+__all__ = ["Layer", "InitFn", "ApplyFn", "ShapeError", "BATCH_AXIS", "named", "as_shape", "init_child",
            "child_key", "batched", "expect_rank", "expect_sequence", "snake_case"]
 
 InitFn = Callable[[PRNGKey, Shape], tuple[Any, Params, State]]
@@ -50,6 +50,14 @@ def named(name: str, layer: Layer) -> Layer:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"named: {name!r} is not a valid layer name — use letters, digits and '_'")
     return layer._replace(name=name)
+
+
+def as_shape(input_shape):
+    """A per-example input shape as a tuple, or a dict of them for a model that takes a dict of inputs
+    (`{"tokens": (256,), "mask": (256,)}`)."""
+    if isinstance(input_shape, dict):
+        return {name: as_shape(shape) for name, shape in input_shape.items()}
+    return tuple(input_shape)
 
 
 def snake_case(kind: str) -> str:

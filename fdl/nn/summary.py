@@ -24,7 +24,7 @@ def output_shape(model: core.Layer, input_shape) -> tuple:
     box = {}
 
     def init():  # the key is made inside the trace: nothing runs eagerly
-        box["shape"], params, _ = model.init(jax.random.key(0), tuple(input_shape))
+        box["shape"], params, _ = model.init(jax.random.key(0), core.as_shape(input_shape))
         return params
 
     jax.eval_shape(init)
@@ -40,7 +40,7 @@ def summary_rows(model: core.Layer, input_shape) -> list[tuple[str, str, tuple, 
     shapes = {}
 
     def init():
-        shapes["model"], params, state = model.init(jax.random.key(0), tuple(input_shape))
+        shapes["model"], params, state = model.init(jax.random.key(0), core.as_shape(input_shape))
         return params, state
 
     token = core._INIT_RECORD.set(record)

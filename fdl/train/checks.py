@@ -211,7 +211,7 @@ def check_model_input(role: str, model: Layer, input_shape, *, expected_shape=No
     Args:
       role: the argument in messages ("train", "val", "evaluate", "predict").
       model: the Layer.
-      input_shape: per-example shape, `x.shape[1:]`.
+      input_shape: per-example shape, `x.shape[1:]` (a dict of them for a dict of inputs).
       expected_shape: the per-example shape the model was built for (the
         training input's, for val data), or None.
       params: a state's params (one model's, not a population's stack), or None:
@@ -225,8 +225,11 @@ def check_model_input(role: str, model: Layer, input_shape, *, expected_shape=No
       ValueError: the shapes differ from `expected_shape`, a layer rejects the
         input (its own message is kept), or `params` do not fit.
     """
-    shape = tuple(int(d) for d in input_shape)
-    if expected_shape is not None and shape != tuple(expected_shape):
+    if isinstance(input_shape, dict):  # a model that takes a dict of inputs: its init checks the shapes
+        shape = {name: tuple(int(d) for d in part) for name, part in input_shape.items()}
+    else:
+        shape = tuple(int(d) for d in input_shape)
+    if expected_shape is not None and not isinstance(shape, dict) and shape != tuple(expected_shape):
         expected_shape = tuple(expected_shape)
         raise ValueError(f"{role}: examples have shape {shape}, the model was built for "
                          f"{expected_shape} — {_size_fix(role, shape, expected_shape)}")

@@ -33,15 +33,16 @@ DEFAULT_EVAL_BATCH_SIZE = 512
 def padded_batches(x, y, batch_size: int):
     """Yields (x, y, mask) batches of exactly `batch_size` rows, padding the last by repetition.
 
-    `y` may be None. Padding repeats row 0 so that padded rows stay valid inputs
-    (no NaN from zeros through a log, say); `mask` is False on them.
+    `x` may be a pytree of such arrays (a model's dict of inputs); `y` may be None.
+    Padding repeats row 0 so that padded rows stay valid inputs (no NaN from zeros
+    through a log, say); `mask` is False on them.
     """
-    n = x.shape[0]
+    n = len(jax.tree.leaves(x)[0])
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         rows = np.concatenate([np.arange(start, stop), np.zeros(batch_size - (stop - start), int)])
         mask = np.arange(batch_size) < stop - start
-        yield x[rows], (None if y is None else y[rows]), mask
+        yield jax.tree.map(lambda leaf: leaf[rows], x), (None if y is None else y[rows]), mask
 
 
 def _scored(objective, apply, params, model_state, batch, step):

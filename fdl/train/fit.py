@@ -21,11 +21,11 @@ from fdl.data.stream import NpyStream
 from fdl.io import to_python
 from fdl.losses import get_loss
 from fdl.metrics import Metric, get_metrics, infer_num_classes
-from fdl.nn.core import Layer
+from fdl.nn.core import Layer, as_shape
 from fdl.nn.summary import output_shape
 from fdl.optim import make_optimizer
 from fdl.train.callbacks import ProgressBar, Run, as_callback
-from fdl.train.checks import check_data, check_example_tree, check_positive_int
+from fdl.train.checks import check_data, check_example_tree, check_model_input, check_positive_int
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator, to_floats
 from fdl.train.interrupt import TrainingInterrupted, graceful_interrupts
 from fdl.train.mesh import as_mesh, check_divisible, constrain_state, place, replicated, state_sharding
@@ -94,9 +94,12 @@ def metrics_for(model: Layer, input_shape, metrics: Sequence) -> tuple[Metric, .
     return get_metrics(metrics, infer_num_classes(out_shape))
 
 
-def _default_input_shape(data) -> tuple | None:
-    """The model's per-example input shape read off the data: x of a tuple batch, a bare array."""
+def _default_input_shape(data) -> tuple | dict | None:
+    """The model's per-example input shape read off the data: x of a tuple batch (a dict of arrays
+    gives a dict of shapes), a bare array."""
     first = data[0] if isinstance(data, (tuple, list)) and data else data
+    if isinstance(first, dict) and all(hasattr(leaf, "shape") for leaf in first.values()):
+        return {name: tuple(leaf.shape[1:]) for name, leaf in first.items()}
     return tuple(first.shape[1:]) if hasattr(first, "shape") else None
 
 
@@ -245,7 +248,7 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
     else:
         data = (stream.x, stream.y) if stream is not None else as_examples(train)
         n = check_example_tree("train", data)
-        input_shape = tuple(input_shape) if input_shape is not None else _default_input_shape(data)
+        input_shape = as_shape(input_shape) if input_shape is not None else _default_input_shape(data)
     batch_size = check_positive_int("batch_size", batch_size, maximum=n)
     mesh = as_mesh(mesh)
     if mesh is not None:
@@ -409,7 +412,15 @@ def evaluate(model: Layer, state: TrainState, data, *, loss="cross_entropy",
 
 
 def predict(model: Layer, state: TrainState, x, *, batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> np.ndarray:
-    """Model outputs (logits for classifiers) for every row of x: (n, *input_shape), eval mode."""
+    """Model outputs (logits for classifiers) for every row of x: (n, *input_shape), eval mode.
+
+    x may be a dict of such arrays for a model that takes a dict of inputs (every
+    leaf with the same n; their shapes checked by the model's own init)."""
+    if isinstance(x, dict):
+        check_example_tree("predict", x)
+        check_model_input("predict", model, {name: np.shape(leaf)[1:] for name, leaf in x.items()},
+                          params=state.params)
+        return Evaluator(model, batch_size=batch_size).predict(state.params, state.model_state, x)
     x = np.asarray(x)
     check_data("predict", model, x, params=state.params)
     evaluator = Evaluator(model, batch_size=batch_size)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fdl.nn.core import as_shape
 from fdl.train.precision import cast_floating
 from fdl.typing import Params, State
 
@@ -61,7 +62,8 @@ def init_train_state(model, input_shape, optimizer, seed: int | jax.Array, *, pa
 
     Args:
       model: the Layer to train, or a dict name -> Layer.
-      input_shape: per-example input shape, e.g. (40,) (or a dict name -> shape).
+      input_shape: per-example input shape, e.g. (40,), or a dict of them for a model that takes
+        a dict of inputs (with several models: a dict model name -> its shape).
       optimizer: an optax transformation (see fdl.optim.make_optimizer), or a dict
         name -> transformation.
       seed: an int, or a traced int32 scalar (so populations can vmap over it).
@@ -80,9 +82,9 @@ def init_train_state(model, input_shape, optimizer, seed: int | jax.Array, *, pa
                 raise ValueError(f"{name}: with several models give a dict with one entry per model "
                                  f"{sorted(model)}, got {sorted(given) if isinstance(given, dict) else given!r}")
         names = tuple(sorted(model))
-        pieces = tuple((model[n], tuple(input_shape[n]), optimizer[n]) for n in names)
+        pieces = tuple((model[n], as_shape(input_shape[n]), optimizer[n]) for n in names)
     else:
-        names, pieces = None, ((model, tuple(input_shape), optimizer),)
+        names, pieces = None, ((model, as_shape(input_shape), optimizer),)
     seed = seed if isinstance(seed, jax.Array) else np.int32(seed)  # a host int: no eager conversion
     dtypes = (param_dtype, param_dtype if opt_state_dtype is None else opt_state_dtype)
     return jax.jit(functools.partial(_initialize, names, pieces, dtypes))(seed)
