@@ -240,19 +240,29 @@ class RunCheckpoints:
     """
 
     def __init__(self, folder: str | os.PathLike, *, keep: int = 2):
-        self.folder = Path(folder).absolute()
-        ocp = _orbax()
-        self._manager = ocp.CheckpointManager(
-            self.folder, options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                enable_async_checkpointing=False))
+        self.folder, self.keep = Path(folder).absolute(), keep
+        self._opened = None  # orbax's manager, made on first use: a new run's first save imports orbax
+        # (~0.4 s) in the writer thread, beside the first epoch, instead of before training
         self._lock = threading.Lock()  # one orbax call at a time
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="fdl-checkpoints")  # writes in order
         self._writes: list[Future] = []
 
+    @property
+    def _manager(self):
+        """orbax's CheckpointManager of the folder (call with `_lock` held)."""
+        if self._opened is None:
+            ocp = _orbax()
+            self._opened = ocp.CheckpointManager(
+                self.folder, options=ocp.CheckpointManagerOptions(
+                    max_to_keep=self.keep, create=True, cleanup_tmp_directories=True,
+                    enable_async_checkpointing=False))
+        return self._opened
+
     def steps(self) -> list[int]:
         """The complete checkpoints' steps, oldest first."""
         with self._lock:
+            if self._opened is None and not (self.folder.is_dir() and any(self.folder.iterdir())):
+                return []  # nothing there yet: no need to open orbax before training starts
             self._manager.reload()
             return sorted(self._manager.all_steps())
 
@@ -325,7 +335,8 @@ class RunCheckpoints:
         finally:
             self._worker.shutdown(wait=True)
             with self._lock:
-                self._manager.close()
+                if self._opened is not None:
+                    self._opened.close()
 
     def _raise_failure(self) -> None:
         done = [write for write in self._writes if write.done()]
