@@ -371,11 +371,14 @@ def _check_settable(state: TrainState, names: Sequence[str], members: Sequence[M
 
 def _input_shape(role: str, data, input_shape) -> tuple:
     """The model's per-example input shape: `input_shape`, or what the batch shows (as in fit)."""
-    shape = tuple(input_shape) if input_shape is not None else _default_input_shape(data)
+    shape = input_shape if input_shape is not None else _default_input_shape(data)
     if shape is None:
         raise ValueError(f"input_shape: the {role} batch does not show the model's per-example input "
                          "shape (a dict batch) — pass input_shape=")
-    return shape
+    if isinstance(shape, dict):
+        raise ValueError("input_shape: a model that takes a dict of inputs trains with fdl.fit; a population "
+                         "does not take one yet — concatenate the inputs into one array")
+    return tuple(shape)
 
 
 class Population:

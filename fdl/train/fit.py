@@ -95,10 +95,10 @@ def metrics_for(model: Layer, input_shape, metrics: Sequence) -> tuple[Metric, .
 
 
 def _default_input_shape(data) -> tuple | dict | None:
-    """The model's per-example input shape read off the data: x of a tuple batch (a dict of arrays
-    gives a dict of shapes), a bare array."""
+    """The model's per-example input shape read off the data: x of a tuple batch (a dict x, a model's
+    dict of inputs, gives a dict of shapes), a bare array; None for a dict batch (an objective's)."""
     first = data[0] if isinstance(data, (tuple, list)) and data else data
-    if isinstance(first, dict) and all(hasattr(leaf, "shape") for leaf in first.values()):
+    if first is not data and isinstance(first, dict) and all(hasattr(leaf, "shape") for leaf in first.values()):
         return {name: tuple(leaf.shape[1:]) for name, leaf in first.items()}
     return tuple(first.shape[1:]) if hasattr(first, "shape") else None
 

@@ -49,3 +49,12 @@ def test_a_dict_of_inputs_of_different_lengths_is_named_by_its_leaf(data):
     state = fdl.init_train_state(two_inputs(), {"a": (2,), "b": (4,)}, fdl.optim.make_optimizer("sgd", learning_rate=0.1), 0)
     with pytest.raises(ValueError, match=r"predict\['b'\] has 63 examples|predict\['a'\] has 64 examples"):
         fdl.predict(two_inputs(), state, {"a": x["a"], "b": x["b"][:63]})
+
+
+def test_a_population_names_a_dict_input_model_it_does_not_take(data):
+    from fdl.population import train_population
+
+    with pytest.raises(ValueError, match="^input_shape: a model that takes a dict of inputs trains with fdl.fit"):
+        train_population(two_inputs(), data, members=[{"seed": 0}], objective=objectives.supervised("cross_entropy"),
+                         optimizer={"name": "sgd", "learning_rate": 0.1},
+                         epochs=1, batch_size=16, verbose=0)
