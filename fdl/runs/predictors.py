@@ -63,12 +63,24 @@ def classifier_head(config) -> str | None:
     return HEADS.get(objective.args.get("loss", "cross_entropy")) if objective.name == "supervised" else None
 
 
+class SizedPredict:
+    """`Evaluator.predict` of a model at exactly the batch size it is called with: one Evaluator (one
+    compiled forward pass, no padding) per size, kept. The server calls a few fixed sizes only."""
+
+    def __init__(self, model):
+        self.model, self._evaluators = model, {}
+
+    def __call__(self, params, model_state, x: np.ndarray) -> np.ndarray:
+        if len(x) not in self._evaluators:
+            self._evaluators[len(x)] = Evaluator(self.model, batch_size=len(x))
+        return self._evaluators[len(x)].predict(params, model_state, x)
+
+
 class RunPredictor:
     """A run directory's model: `LoadedRun`'s preprocessing, then `Evaluator.predict` in eval mode.
 
     `run.evaluator` pads every call to `training.eval_batch_size` rows; the server pads
-    to a few fixed sizes instead, so this keeps one Evaluator (the same compiled
-    forward pass) per size it is called with.
+    to a few fixed sizes instead (`SizedPredict`).
     """
 
     input_dtype = "float32"  # LoadedRun.preprocess's
@@ -80,14 +92,11 @@ class RunPredictor:
         self.class_names = tuple(dataset.class_names) if dataset.class_names else None
         self.metadata = {"source": "run", "path": str(run.run_dir.path), "checkpoint": run.checkpoint,
                          "config_sha256": config_hash(run.run_dir), "num_classes": dataset.num_classes}
-        self._evaluators: dict[int, Evaluator] = {}
+        self._sized = SizedPredict(run.model)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Outputs (n, ...) for raw examples x: (n, *input_shape), the run's preprocessing applied."""
-        if len(x) not in self._evaluators:
-            self._evaluators[len(x)] = Evaluator(self.run.model, batch_size=len(x))
-        state = self.run.state
-        return self._evaluators[len(x)].predict(state.params, state.model_state, self.run.preprocess(x))
+        return self._sized(self.run.state.params, self.run.state.model_state, self.run.preprocess(x))
 
 
 class ExportPredictor:
@@ -119,7 +128,7 @@ class SavedPredictor:
     """An `fdl.save` folder's model (`fdl.load`): its preprocessing, then `Evaluator.predict` in eval mode.
 
     A model saved with class names is served as a softmax classifier, any other raw;
-    one Evaluator (the same compiled forward pass) per batch size, as `RunPredictor`.
+    one compiled forward pass per batch size (`SizedPredict`), as `RunPredictor`.
     """
 
     def __init__(self, saved: SavedModel, path: str | os.PathLike):
@@ -128,13 +137,11 @@ class SavedPredictor:
         self.class_names = saved.class_names
         self.metadata = {"source": "saved", "path": str(path), "config_sha256": saved.config_sha256,
                          "num_classes": None if saved.class_names is None else len(saved.class_names)}
-        self._evaluators: dict[int, Evaluator] = {}
+        self._sized = SizedPredict(saved.model)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Outputs (n, ...) for raw examples x: (n, *input_shape), the saved preprocessing applied."""
-        if len(x) not in self._evaluators:
-            self._evaluators[len(x)] = Evaluator(self.saved.model, batch_size=len(x))
-        return self._evaluators[len(x)].predict(self.saved.params, self.saved.model_state, self.saved.preprocess(x))
+        return self._sized(self.saved.params, self.saved.model_state, self.saved.preprocess(x))
 
 
 def config_hash(run_dir: RunDir) -> str | None:
