@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 from omegaconf import DictConfig, OmegaConf
 
 from fdl import nn
@@ -21,9 +22,10 @@ from fdl.config.build import (PreparedData, build_augment, build_custom_callback
                               optimizer_arguments)
 from fdl.config.load import ConfigError
 from fdl.nn.core import ShapeError
+from fdl.population.members import population_mesh
 from fdl.train import callbacks as cb
 from fdl.train.checks import check_positive_int
-from fdl.train.mesh import SHARD_PARAMS, data_mesh
+from fdl.train.mesh import SHARD_PARAMS, check_divisible, data_mesh
 from fdl.train.precision import PRECISIONS
 
 __all__ = ["RunArguments", "build_arguments", "check_model_fits_data", "check_population_keys",
@@ -75,6 +77,22 @@ def build_mesh(devices, shard_params=None, model_axis=None):
         raise ConfigError(f"training.{key}: {str(error).split(': ', 1)[1]}") from None
 
 
+def build_population_mesh(devices, batch_size: int | None = None):
+    """`training.devices` in a sweep as the population's `mesh` (fdl.population.members.population_mesh):
+    None (every device on "population", a member a device), or each member's batches split over
+    `devices` devices ("all": every one) on "data", the members over the rest; `training.batch_size`
+    checked against it when given."""
+    if devices is None:
+        return None
+    try:
+        mesh = population_mesh(len(jax.devices()) if devices == "all" else devices, name="training.devices")
+        if batch_size is not None:
+            check_divisible("training.batch_size", batch_size, mesh)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return mesh
+
+
 def check_population_keys(config: DictConfig) -> None:
     """Refuses, by name, the keys a population cannot honour (checked before a sweep starts).
 
@@ -83,16 +101,21 @@ def check_population_keys(config: DictConfig) -> None:
 
     An `objective:` section is honoured: every member minimizes it, as `fdl train` does.
 
+    `training.devices: D` is honoured: each member's batches are split over D devices
+    (`build_population_mesh`), the members over the rest.
+
     Raises:
-      ConfigError: `training.fused: false`, `training.devices`, or a `sample:` section.
+      ConfigError: `training.fused: false`, `training.shard_params`, `training.model_axis`,
+        a `training.devices` that does not divide the devices (or the batch), or a `sample:` section.
     """
     if config.training.get("precision", "float32") != "float32":
         raise ConfigError(f"training.precision: {config.training.precision} — a population trains in float32; "
                           "remove the key (and set it on the `fdl train` of the best point)")
-    for key in ("devices", "shard_params", "model_axis"):
+    for key in ("shard_params", "model_axis"):
         if config.training.get(key) is not None:
             raise ConfigError(f"training.{key}: a sweep splits its members over the devices itself — remove "
                               "the key (and set it on the `fdl train` of the best point)")
+    build_population_mesh(config.training.get("devices"))  # the batch size may be swept: checked per group
     if not config.training.fused:
         raise ConfigError("training.fused: false — a population always trains its members in one "
                           "fused program per epoch (the numbers are the same); remove the key")
@@ -164,7 +187,8 @@ class RunArguments:
                     batch_size=training.batch_size, metrics=list(self.config.metrics),
                     callbacks=self.callbacks, augment=self.augment,
                     input_shape=tuple(self.data.dataset.feature_shape),  # what a dict batch does not show
-                    eval_batch_size=training.eval_batch_size, verbose=training.verbose)
+                    eval_batch_size=training.eval_batch_size, verbose=training.verbose,
+                    mesh=build_population_mesh(training.devices, training.batch_size))
 
 
 # The counts of a config and their smallest values, checked at load (before any training) so that

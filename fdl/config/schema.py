@@ -82,7 +82,7 @@ class TrainingConfig:
     fused: bool = True                     # one lax.scan per epoch; false: one call per step
     eval_batch_size: int = 512
     verbose: int = 1                       # 0 quiet, 1 progress bar on a terminal, 2 a line per epoch
-    devices: Any = None                    # data parallel over N local devices (or "all"); null: one
+    devices: Any = None                    # data parallel over N local devices (or "all"); null: one; in a sweep: the devices per member
     shard_params: Optional[str] = None     # with devices: fsdp splits params and optimizer state over them
     model_axis: Optional[int] = None       # with devices: that many of them form a "model" axis (params split over it)
     precision: str = "float32"             # float32 | bfloat16 | float16 | mixed_bfloat16 | mixed_float16

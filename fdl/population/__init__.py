@@ -17,7 +17,7 @@ Example:
   (4, 2)
 """
 from fdl.population.members import (MemberSpec, Population, PopulationResult, evaluate_population,
-                                    make_population_epoch, train_population)
+                                    make_population_epoch, population_mesh, train_population)
 
 __all__ = ["MemberSpec", "Population", "PopulationResult", "train_population", "evaluate_population",
-           "make_population_epoch"]
+           "make_population_epoch", "population_mesh"]

@@ -16,10 +16,25 @@ validation split. How the members share the device is the *strategy*:
 * "chunks of K": `lax.map` over vmapped chunks of K members (`max_members`),
   to bound memory.
 
-With several devices the population axis is split across them (`shard_map`
-over a 1-D mesh named "population"), each device running its members with the
-strategy above. Member i's numbers equal a standalone `fdl.fit` with the same
-seed and hyperparameters, up to float rounding.
+With several devices the members are split across them: the population's
+mesh (`population_mesh`) has an axis "population", and the epoch is one
+`shard_map` manual over that axis only, each slice of it running its members
+with the strategy above. By default the mesh is every device on
+"population", one member's batch on one device. With `mesh=D` (or a Mesh
+with axes ("population", "data")) each member spans D devices on a second
+axis "data" (`fdl.train.mesh.DATA_AXIS`), the population axis holding the
+rest (len(jax.devices()) // D): inside its slice a member's every batch is
+constrained to split its examples over "data"
+(`jax.lax.with_sharding_constraint`) and XLA's SPMD partitioner does the
+rest, as `fit(mesh=...)` does: the gradient all-reduce over "data", BatchNorm
+statistics and metrics over the member's global batch. The state and the
+data are replicated over "data"; no hand-written collective anywhere.
+
+    population = Population(model, optimizer={"name": "sgd"}, batch_size=64, mesh=2)
+    # 4 devices: 2 (population) x 2 (data); 32 examples of each batch per device
+
+Member i's numbers equal a standalone `fdl.fit` with the same seed and
+hyperparameters (on one device or on a D-device mesh), up to float rounding.
 
 What each member minimizes is a per-example `loss` on `(x, y)`, or an
 `objective` (fdl.objectives) on any batch: a pytree of arrays with a shared
@@ -61,11 +76,12 @@ from fdl.train.epoch import make_train_epoch, num_examples
 from fdl.train.evaluate import Evaluator
 # The input shape a batch shows (x of a tuple, a bare array) is fit's, so a member inits as fit does.
 from fdl.train.fit import _default_input_shape, metrics_for
+from fdl.train.mesh import DATA_AXIS, check_divisible, place, replicated
 from fdl.train.state import TrainState, data_key, init_train_state
 from fdl.train.step import make_custom_step, make_train_step
 
 __all__ = ["MemberSpec", "PopulationResult", "Population", "train_population", "evaluate_population",
-           "make_population_epoch", "default_strategy"]
+           "make_population_epoch", "default_strategy", "population_mesh"]
 
 AXIS = "population"
 
@@ -91,6 +107,46 @@ class PopulationResult:
     states: TrainState               # leading population axis: each member as it ended
     strategy: str
     wall_time_s: float
+
+
+def population_mesh(mesh: Mesh | int | None = None, *, name: str = "mesh") -> Mesh:
+    """The devices a population trains on, as a Mesh with axis "population" (and "data").
+
+    Args:
+      mesh: None: every device (`jax.devices()`) on a 1-D axis "population", each
+        member's batch on one device. An int D: D devices per member on an axis
+        "data", the rest (len(jax.devices()) // D) on "population". Or a Mesh with
+        axes ("population", "data"), used as it is.
+      name: the argument (or config key) an error names.
+
+    Raises:
+      ValueError: D not dividing the device count (the valid counts named), or a
+        Mesh with other axes.
+    """
+    devices = jax.devices()
+    if mesh is None:
+        return Mesh(np.asarray(devices), (AXIS,))
+    if isinstance(mesh, Mesh):
+        if sorted(mesh.axis_names) != sorted((AXIS, DATA_AXIS)):
+            raise ValueError(f"{name}: expected the axes ({AXIS!r}, {DATA_AXIS!r}), got {mesh.axis_names} — "
+                             f"pass mesh=D (D devices per member) or build Mesh(devices, ({AXIS!r}, {DATA_AXIS!r}))")
+        return mesh
+    if isinstance(mesh, bool) or not isinstance(mesh, int) or mesh < 1 or len(devices) % mesh:
+        divisors = ", ".join(str(d) for d in range(1, len(devices) + 1) if len(devices) % d == 0)
+        raise ValueError(f"{name}: expected the devices per member, an int that divides the {len(devices)} "
+                         f"devices ({divisors}), got {mesh!r}")
+    return Mesh(np.asarray(devices).reshape(len(devices) // mesh, mesh), (AXIS, DATA_AXIS))
+
+
+def _split_batches(step, data_axis: str):
+    """`step` whose batch has every leaf's example axis split over the mesh axis `data_axis` (inside
+    `_shard`, where that axis is left to XLA's SPMD partitioner)."""
+
+    def split(state, batch):
+        batch = jax.tree.map(lambda leaf: jax.lax.with_sharding_constraint(leaf, PartitionSpec(data_axis)), batch)
+        return step(state, batch)
+
+    return split
 
 
 def default_strategy() -> str:
@@ -143,7 +199,7 @@ def _base_optimizer(members: Sequence[MemberSpec], optimizer: dict) -> dict:
 
 def make_population_epoch(model: Layer | None, loss, tx, *, batch_size: int, metrics=(), augment=None,
                           map_batch_size: int | None, evaluator: Evaluator | None,
-                          objective: Objective | None = None, step=None):
+                          objective: Objective | None = None, step=None, data_axis: str | None = None):
     """`epoch(states, active, data, indices, val) -> (states, logs, train_metrics, val_scores, lr)`.
 
     Every output has a leading population axis; `logs` maps "loss" and the
@@ -156,10 +212,14 @@ def make_population_epoch(model: Layer | None, loss, tx, *, batch_size: int, met
     epoch. `val` is None, or the validation split staged by `evaluator`
     (`fdl.train.Evaluator.stage`), which scores every member with
     `Evaluator.staged_scores`. A custom `step(state, batch) -> (state, logs)`
-    replaces the loss/objective step (`tx` and `augment` unused).
+    replaces the loss/objective step (`tx` and `augment` unused). With
+    `data_axis` (a mesh axis the caller's `shard_map` leaves automatic) every
+    batch a member steps on is split over it.
     """
     train_step = make_custom_step(step) if step is not None else make_train_step(
         model, loss, tx, objective=objective, augment=augment)
+    if data_axis is not None:
+        train_step = _split_batches(train_step, data_axis)
     train_epoch = make_train_epoch(train_step, batch_size, metrics)
 
     def member(args, data, val):
@@ -198,14 +258,18 @@ def _learning_rate(opt_state):
 
 
 def _shard(epoch_fn, mesh: Mesh):
-    """Splits the population axis over the mesh's devices; the data and val are replicated."""
+    """Splits the population axis over the mesh's "population" axis; the data and val are replicated.
+
+    Manual over "population" only: a "data" axis stays with XLA's SPMD partitioner,
+    which splits each member's batches over it (`make_population_epoch`'s `data_axis`).
+    """
     pop, rep = PartitionSpec(AXIS), PartitionSpec()
     return jax.shard_map(epoch_fn, mesh=mesh, in_specs=(pop, pop, rep, pop, rep),
-                         out_specs=pop, check_vma=False)
+                         out_specs=pop, axis_names={AXIS}, check_vma=False)
 
 
 def _pad_members(members: list[MemberSpec], multiple: int) -> list[MemberSpec]:
-    """Repeats the last member so the population splits evenly over devices (dropped later)."""
+    """Repeats the last member so the population splits evenly over the "population" axis (dropped later)."""
     return members + [members[-1]] * (-len(members) % multiple)
 
 
@@ -439,16 +503,24 @@ class Population:
         for several models (a GAN); `seed` is a traced int32 scalar (members
         init vmapped). A member hyperparameter is set in every optimizer state it
         holds, and each must inject it.
+      mesh: how members share the devices (`population_mesh`): None, every device
+        on "population", one member a device; an int D, each member's batch split
+        over D devices on "data" (as `fit(mesh=D)`), the population over the rest;
+        or a Mesh with axes ("population", "data"). Members are padded to a
+        multiple of the "population" axis (the padding dropped from the result).
 
     Raises:
       ValueError: two things to minimize, `augment` with a `step`, `model` None without
-        `step` and `init`, or a missing (or, with `step` and `init`, an unused) `optimizer`.
+        `step` and `init`, a missing (or, with `step` and `init`, an unused) `optimizer`,
+        a `mesh` that does not divide the devices, or a `batch_size` that does not
+        split over its "data" axis.
     """
 
     def __init__(self, model: Layer | None, *, loss="cross_entropy", objective: Objective | None = None,
                  optimizer: dict | optax.GradientTransformation | None = None, batch_size: int,
                  metrics: Sequence = (), augment=None, strategy: str = "auto", max_members: int | None = None,
-                 eval_batch_size: int = 512, step=None, init: Callable[[jax.Array], TrainState] | None = None):
+                 eval_batch_size: int = 512, step=None, init: Callable[[jax.Array], TrainState] | None = None,
+                 mesh: Mesh | int | None = None):
         _check_minimized(model, loss=loss, objective=objective, step=step, init=init, optimizer=optimizer,
                          augment=augment, metrics=metrics)
         self.model, self.objective, self.step, self.init = model, objective, step, init
@@ -466,7 +538,13 @@ class Population:
             self._shared_tx = None if self._per_population_optimizer else make_optimizer(**self.optimizer)
         else:
             self._shared_tx = self.optimizer  # a transformation, or None with both step and init
-        self.devices = jax.devices()
+        self.mesh = population_mesh(mesh)
+        # A "data" axis of one device splits nothing (and a one-device mesh has no shard_map to split in).
+        self._data_axis = DATA_AXIS if self.mesh.shape.get(DATA_AXIS, 1) > 1 else None
+        if self._data_axis is not None:
+            check_divisible("batch_size", check_positive_int("batch_size", batch_size), self.mesh)
+        # One device holds everything as before; on a mesh the data and val are replicated once.
+        self._replicated = replicated(self.mesh) if self.mesh.size > 1 else None
         self._programs: dict = {}
 
     def _injection_fix(self) -> str:
@@ -496,7 +574,7 @@ class Population:
             if val is not None:
                 x_val, y_val = as_arrays(val, "val")
                 y_val = check_data("val", self.model, x_val, y_val, loss=self.loss, expected_shape=input_shape)[2]
-                val = self._evaluator().stage(x_val, y_val)
+                val = self._evaluator().stage(x_val, y_val, sharding=self._replicated)
         else:
             data = as_examples(train)
             check_example_tree("train", data)
@@ -510,8 +588,8 @@ class Population:
                                      "well (it scores val), or drop val")
                 val = as_examples(val, "val")
                 check_example_tree("val", val)
-                val = self._evaluator().stage(val)
-        return jax.tree.map(jnp.asarray, data), val, input_shape
+                val = self._evaluator().stage(val, sharding=self._replicated)
+        return place(jax.tree.map(np.asarray, data), self._replicated), val, input_shape
 
     def _program(self, input_shape, base: dict | None, names: tuple, per_device: int, validate: bool,
                  members: Sequence[MemberSpec]):
@@ -541,9 +619,9 @@ class Population:
                                              batch_size=self.batch_size, metrics=metrics, augment=self.augment,
                                              map_batch_size=map_batch_size,
                                              evaluator=self._evaluator(metrics) if validate else None,
-                                             step=self.step)
-            if len(self.devices) > 1:
-                epoch_fn = _shard(epoch_fn, Mesh(np.asarray(self.devices), (AXIS,)))
+                                             step=self.step, data_axis=self._data_axis)
+            if self.mesh.size > 1:
+                epoch_fn = _shard(epoch_fn, self.mesh)
 
             def init_one(seed, member_values):
                 state = initial_state(seed)
@@ -570,8 +648,8 @@ class Population:
         data, val_batches, input_shape = self._splits(train, val, input_shape)
         n = num_examples(data)
         check_positive_int("batch_size", self.batch_size, maximum=n)
-        padded = _pad_members(members, len(self.devices))
-        population, per_device = len(padded), len(padded) // len(self.devices)
+        padded = _pad_members(members, self.mesh.shape[AXIS])
+        population, per_device = len(padded), len(padded) // self.mesh.shape[AXIS]
         if self._per_population_optimizer:
             base = fallback = _base_optimizer(padded, self.optimizer)
             names = tuple(base["inject"])
@@ -583,9 +661,11 @@ class Population:
         values = {n: jnp.asarray([m.hyperparams.get(n, fallback.get(n)) for m in padded], jnp.float32)
                   for n in names}
         states = init(seeds, values)
-        if len(self.devices) > 1:
-            states = jax.device_put(states, NamedSharding(Mesh(np.asarray(self.devices), (AXIS,)),
-                                                          PartitionSpec(AXIS)))
+        if self.mesh.size > 1:  # each member on its slice of "population", replicated over "data"
+            states = jax.device_put(states, NamedSharding(self.mesh, PartitionSpec(AXIS)))
+        # (population, steps, batch_size): each member's rows of a batch split like its batch
+        rows_sharding = None if self.mesh.size == 1 else NamedSharding(self.mesh, PartitionSpec(AXIS, None,
+                                                                                               self._data_axis))
         steps_per_epoch = n // self.batch_size
         book = _Bookkeeping(self.model, population, epochs, steps_per_epoch, callbacks)
         trackers = [Monitor("train_population", monitor, mode) for _ in padded]
@@ -595,7 +675,8 @@ class Population:
         start = time.perf_counter()
         keys = np.asarray(data_key(states))  # (population, 2): each member's data order
         for epoch in range(epochs):
-            indices = np.stack([batch_indices(key, epoch, n, self.batch_size) for key in keys])
+            indices = place(np.stack([batch_indices(key, epoch, n, self.batch_size) for key in keys]),
+                            rows_sharding)
             states, step_logs, train_metrics, val_scores, lr = epoch_fn(
                 states, jnp.asarray(active), data, indices, val_batches)
             step_logs, train_metrics, val_scores, lr = jax.device_get((step_logs, train_metrics, val_scores, lr))
@@ -660,12 +741,12 @@ class Population:
         if self.objective is None:
             x, y = as_arrays(data, "test")
             y = check_data("evaluate", self.model, x, y, loss=self.loss)[2]
-            input_shape, batches = tuple(x.shape[1:]), self._evaluator().stage(x, y)
+            input_shape, batches = tuple(x.shape[1:]), self._evaluator().stage(x, y, sharding=self._replicated)
         else:
             data = as_examples(data, "test")
             check_example_tree("evaluate", data)
             input_shape = _input_shape("evaluate", data, input_shape) if self.metric_names else None
-            batches = self._evaluator().stage(data)
+            batches = self._evaluator().stage(data, sharding=self._replicated)
         key = ("evaluate", input_shape)
         if key not in self._programs:
             evaluator = self._evaluator(self._metrics(input_shape))
@@ -685,7 +766,8 @@ def train_population(model: Layer | None, train, val=None, *, members: Sequence[
                      max_members: int | None = None,
                      on_epoch_end: Callable[[int, list, np.ndarray], Iterable[int]] | None = None,
                      augment=None, eval_batch_size: int = 512, step=None,
-                     init: Callable[[jax.Array], TrainState] | None = None, verbose: int = 1) -> PopulationResult:
+                     init: Callable[[jax.Array], TrainState] | None = None, mesh: Mesh | int | None = None,
+                     verbose: int = 1) -> PopulationResult:
     """Trains every member of a population; one compiled call per epoch for all of them.
 
     Example:
@@ -744,6 +826,8 @@ def train_population(model: Layer | None, train, val=None, *, members: Sequence[
         transformation it closes over); `val` needs `objective=` to be scored.
       init: `init(seed) -> TrainState` instead of the model's init (several models:
         `fdl.init_train_state` with dicts); `seed` is traced. See `Population`.
+      mesh: None (every device on "population"), D devices per member on "data",
+        or a Mesh with axes ("population", "data"); see `Population`.
       verbose: 2 prints a line per epoch.
 
     Returns:
@@ -754,13 +838,15 @@ def train_population(model: Layer | None, train, val=None, *, members: Sequence[
       ValueError: two things to minimize (a non-default `loss` with an `objective` or
         a `step`), data that does not fit (as in `fit`), a dict batch without
         `input_shape`, `val` with a `step` but no `objective`, a step without
-        logs["loss"], or a member hyperparameter its state does not inject.
+        logs["loss"], a member hyperparameter its state does not inject, a `mesh` that
+        does not divide the devices, or a `batch_size` that does not split over its "data" axis.
 
     Each call builds its programs; a `Population` object keeps them across calls.
     """
     population = Population(model, loss=loss, objective=objective, optimizer=optimizer, batch_size=batch_size,
                             metrics=metrics, augment=augment, strategy=strategy,
-                            max_members=max_members, eval_batch_size=eval_batch_size, step=step, init=init)
+                            max_members=max_members, eval_batch_size=eval_batch_size, step=step, init=init,
+                            mesh=mesh)
     return population.train(train, val, members=members, epochs=epochs, input_shape=input_shape,
                             callbacks=callbacks, monitor=monitor, mode=mode, on_epoch_end=on_epoch_end,
                             verbose=verbose)

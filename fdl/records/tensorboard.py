@@ -11,6 +11,7 @@ without it (install with `pip install "fdl[records]"`).
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 import time
@@ -46,9 +47,12 @@ class TensorBoardLogger(Callback):
 
     One event per epoch at global step `logs["step"]` holding every scalar
     key (tags from `scalar_tag`; "epoch" and "step" are the axis, not curves;
-    per-class arrays are skipped), written and fsynced before the next epoch
-    starts, so a running TensorBoard shows the latest epoch; the file is
-    closed at the end of training. TensorBoard stores float32, so values read
+    per-class arrays are skipped). The file is flushed (and fsynced) after an
+    epoch when `flush_seconds` have passed since the last flush, so a running
+    TensorBoard shows the latest epochs within that time, and closed at the
+    end of training. A flush costs an fsync, ~4 ms here: flushing every epoch
+    cost the MNIST-1D MLP more than its 3.4 ms epoch. A killed run loses
+    nothing by it: the resumed run rewrites the file from its history. TensorBoard stores float32, so values read
     back are float32-rounded.
 
     Why not tensorboardX's SummaryWriter: its `flush()` flushes the file but
@@ -69,10 +73,11 @@ class TensorBoardLogger(Callback):
       ImportError: tensorboardX is not installed (at construction, before training).
     """
 
-    def __init__(self, log_dir: str | os.PathLike):
+    def __init__(self, log_dir: str | os.PathLike, *, flush_seconds: float = 5.0):
         require("tensorboardX")
-        self.log_dir = os.fspath(log_dir)
+        self.log_dir, self.flush_seconds = os.fspath(log_dir), flush_seconds
         self.writer = None
+        self._flushed_at = -math.inf  # time.monotonic() of the last flush
 
     def on_train_begin(self, run: Run) -> None:
         from tensorboardX.event_file_writer import EventsWriter
@@ -88,7 +93,12 @@ class TensorBoardLogger(Callback):
         if self.writer is None:  # used without on_train_begin (a hand-written loop)
             self.on_train_begin(run)
         self._write(epoch, logs)
+        if time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self._flush()
+
+    def _flush(self) -> None:
         self.writer.flush()
+        self._flushed_at = time.monotonic()
 
     def rewrite(self, history: list[dict]) -> None:
         """Makes `log_dir` hold exactly `history`'s epochs: a new event file with them, older files deleted.
@@ -100,7 +110,7 @@ class TensorBoardLogger(Callback):
         self.on_train_begin(None)
         for index, logs in enumerate(history):
             self._write(logs.get("epoch", index + 1), logs)
-        self.writer.flush()
+        self._flush()
         for path in older:
             path.unlink(missing_ok=True)
 

@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fdl.io import append_jsonl
@@ -28,6 +29,10 @@ from fdl.train.checkpoint import RunCheckpoints
 from fdl.train.epoch import EpochProgress
 from fdl.train.checks import check_positive_int
 
+
+# One compiled program copies a whole state: leaf by leaf, each copy was its own dispatch (~20
+# for an MLP with Adam, ~0.35 ms every time a best state is kept).
+_copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 __all__ = [
     "Run", "Callback", "LambdaCallback", "as_callback", "Monitor", "EarlyStopping",
@@ -69,7 +74,7 @@ class Run:
 
     def snapshot(self) -> Any:
         """A copy of the current state to `restore` later (fit donates states to later epochs)."""
-        return jax.tree.map(lambda a: a.copy(), self.state)
+        return _copy_tree(self.state)
 
     def restore(self, snapshot: Any) -> None:
         """Makes a snapshot the run's state again."""

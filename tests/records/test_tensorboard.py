@@ -26,12 +26,21 @@ def test_events_read_back_with_exact_steps_and_values(tmp_path, fit_loop):
     assert [step for step, _ in scalars["train/loss"]] == [10, 20, 30]
 
 
-def test_events_are_flushed_every_epoch(tmp_path, logs_for):
-    logger = TensorBoardLogger(tmp_path)
+def test_events_are_flushed_at_most_every_flush_seconds(tmp_path, logs_for, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("fdl.records.tensorboard.time.monotonic", lambda: clock[0])
+    logger = TensorBoardLogger(tmp_path, flush_seconds=5.0)
     run = None
     logger.on_train_begin(run)
-    logger.on_epoch_end(run, 1, logs_for(1))
-    assert read_scalars(tmp_path)["train/loss"] == [(10, f32(logs_for(1)["loss"]))]  # before close
+    logger.on_epoch_end(run, 1, logs_for(1))  # the first epoch is flushed at once
+    first = [(10, f32(logs_for(1)["loss"]))]
+    assert read_scalars(tmp_path)["train/loss"] == first  # before close
+    clock[0] += 4.0
+    logger.on_epoch_end(run, 2, logs_for(2))  # within 5 s of the last flush: buffered
+    assert read_scalars(tmp_path)["train/loss"] == first
+    clock[0] += 1.0
+    logger.on_epoch_end(run, 3, logs_for(3))  # 5 s since: epochs 2 and 3 flushed
+    assert [step for step, _ in read_scalars(tmp_path)["train/loss"]] == [10, 20, 30]
     logger.on_train_end(run)
 
 

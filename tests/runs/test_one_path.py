@@ -32,6 +32,7 @@ PLATEAU = ["callbacks.reduce_lr_on_plateau.enabled=true", "callbacks.reduce_lr_o
            "callbacks.reduce_lr_on_plateau.factor=0.5"]
 HONOURED = {
     "training.epochs": ["training.epochs=3"],
+    "training.devices": ["training.devices=1"],  # each member on 1 device of "data" (more: test_population_mesh)
     "training.batch_size": ["training.batch_size=40"],
     "training.eval_batch_size": ["training.eval_batch_size=64"],
     "training.verbose": ["training.verbose=1"],
@@ -61,7 +62,6 @@ HONOURED = {
 }
 REFUSED = {
     "training.fused": ["training.fused=false"],
-    "training.devices": ["training.devices=2"],
     "training.shard_params": ["training.shard_params=fsdp"],
     "training.model_axis": ["training.model_axis=2"],
     "training.precision": ["training.precision=mixed_bfloat16"],

@@ -104,7 +104,7 @@ class TrialTrainer:
             population = Population(arguments.model, strategy=self.spec.strategy,
                                     max_members=self.spec.max_members,
                                     **{k: settings[k] for k in ("loss", "objective", "optimizer", "batch_size",
-                                                                "metrics", "augment", "eval_batch_size")
+                                                                "metrics", "augment", "eval_batch_size", "mesh")
                                        if k in settings})
             self._programs[program_key] = arguments, population
         return self._programs[program_key]
