@@ -85,18 +85,41 @@ def run_eval(args) -> int:
     return 0
 
 
-def _load_inputs(path: str, run) -> np.ndarray:
-    """The array of the .npy file at `path`, checked as inputs of `run`'s model; errors name the file."""
+def _load_inputs(path: str, run):
+    """The inputs in the file at `path`, checked as inputs of `run`'s model; errors name the file.
+
+    A .npy array for a model that takes one array; an .npz with one array per input
+    key for a model that takes a dict of inputs (`np.savez(path, a=xa, b=xb)`).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"inputs file {path!r} does not exist")
+    input_shape = run.arguments.data.dataset.feature_shape
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, EOFError) as error:
-        raise ValueError(f"inputs file {path!r} is not a .npy array ({error})") from None
+        kind = "an .npz archive" if isinstance(input_shape, dict) else "a .npy array"
+        raise ValueError(f"inputs file {path!r} is not {kind} ({error})") from None
+    if isinstance(input_shape, dict):
+        x = _input_arrays(path, x, list(input_shape))
     try:
         return run.check_inputs(x)
     except ValueError as error:
         raise ValueError(f"inputs file {path!r}: {error}") from None
+
+
+def _input_arrays(path: str, loaded, names: list[str]) -> dict[str, np.ndarray]:
+    """{input: array} of an .npz file opened by np.load, holding exactly the arrays `names`."""
+    fix = f"save one array per input: np.savez({os.path.basename(path)!r}, {', '.join(f'{n}=...' for n in names)})"
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"inputs file {path!r} is one array, the run's model takes a dict of inputs {names} — "
+                         f"pass an .npz with keys {names}: {fix}")
+    with loaded:
+        missing = [name for name in names if name not in loaded.files]
+        extra = [name for name in loaded.files if name not in names]
+        if missing or extra:
+            problem = f"has no array {missing[0]!r}" if missing else f"holds {extra[0]!r}, not an input"
+            raise ValueError(f"inputs file {path!r} {problem} — the run's model takes inputs {names}; {fix}")
+        return {name: loaded[name] for name in names}
 
 
 def run_predict(args) -> int:

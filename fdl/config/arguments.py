@@ -21,7 +21,7 @@ from fdl.config.build import (PreparedData, build_augment, build_custom_callback
                               build_model, build_objective, build_optimizer, check_objective_fits_data,
                               optimizer_arguments)
 from fdl.config.load import ConfigError
-from fdl.nn.core import ShapeError
+from fdl.nn.core import ShapeError, as_shape
 from fdl.population.members import population_mesh
 from fdl.train import callbacks as cb
 from fdl.train.checks import check_positive_int
@@ -169,7 +169,7 @@ class RunArguments:
         return dict(**minimized, optimizer=build_optimizer(self.config.optimizer),
                     epochs=training.epochs, batch_size=training.batch_size, metrics=list(self.config.metrics),
                     callbacks=self.callbacks(), seed=self.config.seed, augment=self.augment,
-                    input_shape=tuple(self.data.dataset.feature_shape),  # what a dict batch does not show
+                    input_shape=as_shape(self.data.dataset.feature_shape),  # what a dict batch does not show
                     fused=training.fused, eval_batch_size=training.eval_batch_size, verbose=training.verbose,
                     mesh=build_mesh(training.devices, training.shard_params, training.model_axis), shard_params=training.shard_params,
                     precision=build_precision(training.precision))
@@ -186,7 +186,7 @@ class RunArguments:
         return dict(**minimized, optimizer=self.optimizer, epochs=training.epochs,
                     batch_size=training.batch_size, metrics=list(self.config.metrics),
                     callbacks=self.callbacks, augment=self.augment,
-                    input_shape=tuple(self.data.dataset.feature_shape),  # what a dict batch does not show
+                    input_shape=as_shape(self.data.dataset.feature_shape),  # what a dict batch does not show
                     eval_batch_size=training.eval_batch_size, verbose=training.verbose,
                     mesh=build_population_mesh(training.devices, training.batch_size))
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fdl import data as fdl_data
 from fdl import losses, nn, objectives
+from fdl.data.preprocess import stats_arrays
 from fdl.data.sources import LOADERS
 from fdl.config.load import ConfigError, check_loss_section
 from fdl.errors import did_you_mean, unknown_name_message
@@ -263,7 +264,7 @@ def build_data(section: DictConfig, seed: int) -> PreparedData:
             dataset, fitted = fdl_data.preprocess(dataset, section.preprocess)
         except ValueError as error:
             raise ConfigError(f"data.preprocess: {error}") from None
-        stats = {k: np.asarray(v) for k, v in fitted._asdict().items()}
+        stats = stats_arrays(fitted)  # flat: a/mean, a/scale, ... for a model's dict of inputs
     # After preprocessing, so an autoencoder's targets are its preprocessed inputs.
     return PreparedData(_retarget(dataset, section), section.preprocess, stats)
 
@@ -274,13 +275,14 @@ def _first(split: fdl_data.Split, n: int) -> fdl_data.Split:
 
 
 def check_objective_fits_data(config: DictConfig, dataset: fdl_data.Dataset) -> None:
-    """Data whose splits hold dicts of examples (data.name: text) is trained by an objective.
+    """Data whose splits hold dicts of examples without labels (data.name: text) is trained by an objective
+    (a dict of a model's inputs with labels, data.args.x_key: [a, b], trains with the loss).
 
     Raises:
       ConfigError: no `objective:` section, or `metrics:` (the objective reports its own
         logs, e.g. bits_per_token), naming the dict's keys.
     """
-    if not isinstance(dataset.train.x, Mapping):
+    if not isinstance(dataset.train.x, Mapping) or dataset.train.y is not None:
         return
     keys = ", ".join(dataset.train.x)
     if config.get("objective") is None:

@@ -27,7 +27,7 @@ import random
 import struct
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +56,9 @@ def from_arrays(x, y=None, *, x_val=None, y_val=None, x_test=None, y_test=None,
 
     Args:
         x: (n, *feature_shape) real-valued training features, or a dict of
-            arrays with n rows each that an objective reads by name (then no y;
-            dtypes are kept, every leaf needs the same n — checked here).
+            arrays with n rows each (dtypes are kept, every leaf needs the same
+            n — checked here): without y, examples an objective reads by name;
+            with y, a model's dict of inputs (the other splits give the same keys).
         y: (n,) integer class labels, (n, ...) float regression targets, or None.
         x_val, y_val: Optional validation split, same layout as x, y.
         x_test, y_test: Optional test split, same layout as x, y.
@@ -78,9 +79,6 @@ def from_arrays(x, y=None, *, x_val=None, y_val=None, x_test=None, y_test=None,
     for split_name, (features, labels) in given.items():
         if features is None and labels is not None:
             raise ValueError(f"dataset {name!r}: y_{split_name} given without x_{split_name}")
-        if isinstance(features, Mapping) and labels is not None:
-            raise ValueError(f"dataset {name!r}: x_{split_name} is a dict of examples — put the targets "
-                             f"in it as one more key instead of y_{split_name}")
     splits = {split_name: Split(_as_arrays(features), None if labels is None else np.asarray(labels))
               for split_name, (features, labels) in given.items() if features is not None}
     if num_classes is None:
@@ -117,7 +115,7 @@ def _infer_num_classes(labels_by_split: dict) -> int | None:
     return 1 + max(int(y.max()) for y in labels.values())
 
 
-def load_npz(path, x_key: str = "x", y_key: str | None = "y", *,
+def load_npz(path, x_key: str | Sequence[str] | Mapping[str, str] = "x", y_key: str | None = "y", *,
              num_classes: int | None = None, name: str | None = None) -> Dataset:
     """Loads a dataset from a numpy .npz archive.
 
@@ -125,9 +123,21 @@ def load_npz(path, x_key: str = "x", y_key: str | None = "y", *,
     the other splits under the same keys with a `_val` / `_test` suffix
     (`x_val`, `y_val`, `x_test`, `y_test` for the default keys).
 
+    A model that takes a dict of inputs reads several arrays: `x_key=["a", "b"]`
+    gives every split x = {"a": ..., "b": ...} from the arrays `a`, `b` (`a_val`,
+    `b_val`, `a_test`, ...); a mapping `x_key={"a": "xa", "b": "xb"}` names each
+    input's array in the file. A split is present when all its inputs' arrays are.
+
+    Example:
+        >>> np.savez("pairs.npz", a=np.zeros((6, 2)), b=np.ones((6, 4)), y=np.arange(6) % 2)
+        >>> ds = load_npz("pairs.npz", x_key=["a", "b"])
+        >>> {key: value.shape for key, value in ds.train.x.items()}, ds.feature_shape
+        ({'a': (6, 2), 'b': (6, 4)}, {'a': (2,), 'b': (4,)})
+
     Args:
         path: The .npz file.
-        x_key: Key of the (n, *feature_shape) training features.
+        x_key: Key of the (n, *feature_shape) training features; or the keys (a
+            list, or a mapping input name -> key) of a model's dict of inputs.
         y_key: Key of the (n,) training labels; None for unlabeled data.
         num_classes: As in `from_arrays`.
         name: Dataset name; defaults to the file's stem.
@@ -137,12 +147,13 @@ def load_npz(path, x_key: str = "x", y_key: str | None = "y", *,
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable .npz, a key is missing, or the
-            arrays fail validation.
+        ValueError: the file is not a readable .npz, a key is missing (also one
+            input of a split that has the others), or the arrays fail validation.
     """
     path = Path(path).expanduser()
     arrays = _read_npz(path)
-    wanted = [x_key] if y_key is None else [x_key, y_key]
+    inputs = _input_keys(x_key)
+    wanted = list(inputs.values()) + ([] if y_key is None else [y_key])
     missing = [key for key in wanted if key not in arrays]
     if missing:
         raise ValueError(f"{path}: no array {missing[0]!r}; the file holds {sorted(arrays)} — "
@@ -151,10 +162,32 @@ def load_npz(path, x_key: str = "x", y_key: str | None = "y", *,
     def get(key, suffix=""):
         return None if key is None else arrays.get(key + suffix)
 
-    return from_arrays(get(x_key), get(y_key),
-                       x_val=get(x_key, "_val"), y_val=get(y_key, "_val"),
-                       x_test=get(x_key, "_test"), y_test=get(y_key, "_test"),
+    def features(suffix=""):
+        if isinstance(x_key, str):
+            return get(x_key, suffix)
+        found = {key: arrays[key + suffix] for key in inputs.values() if key + suffix in arrays}
+        if found and len(found) < len(inputs):
+            absent = next(key for key in inputs.values() if key not in found)
+            raise ValueError(f"{path}: has {', '.join(k + suffix for k in found)} but no {absent + suffix!r} — "
+                             f"give every input's {suffix[1:]} array, or none")
+        return {input_name: found[key] for input_name, key in inputs.items()} if found else None
+
+    return from_arrays(features(), get(y_key),
+                       x_val=features("_val"), y_val=get(y_key, "_val"),
+                       x_test=features("_test"), y_test=get(y_key, "_test"),
                        num_classes=num_classes, name=name or path.stem)
+
+
+def _input_keys(x_key) -> dict[str, str]:
+    """{input name: array key} of `load_npz`'s `x_key` (one array: {x_key: x_key})."""
+    if isinstance(x_key, str):
+        return {x_key: x_key}
+    keys = dict(x_key) if isinstance(x_key, Mapping) else \
+        {key: key for key in x_key} if isinstance(x_key, (list, tuple)) else None
+    if not keys or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+        raise ValueError(f"x_key: expected an array name, a list of them or a mapping input name -> array "
+                         f"name, got {x_key!r} — e.g. x_key: [a, b]")
+    return keys
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

@@ -4,6 +4,7 @@ Both are deterministic functions of `seed` (numpy's PCG64 via
 `np.random.default_rng`), run once on the host before training.
 """
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def train_val_split(dataset: Dataset, fraction: float = 0.1, *, stratify: bool =
         raise ValueError(f"{where}: the dataset already has a val split")
     if not 0 < fraction < 1:
         raise ValueError(f"{where}: fraction must be in (0, 1), got {fraction}")
-    num_examples = dataset.train.x.shape[0]
+    num_examples = dataset.train.num_examples
     num_val = round(fraction * num_examples)
     if not 0 < num_val < num_examples:
         raise ValueError(f"{where}: fraction={fraction} of {num_examples} examples gives "
@@ -60,7 +61,8 @@ def train_val_split(dataset: Dataset, fraction: float = 0.1, *, stratify: bool =
 
 
 def _take(split: Split, mask: np.ndarray) -> Split:
-    return Split(split.x[mask], None if split.y is None else split.y[mask])
+    x = {name: leaf[mask] for name, leaf in split.x.items()} if isinstance(split.x, Mapping) else split.x[mask]
+    return Split(x, None if split.y is None else split.y[mask])
 
 
 def _stratified_choice(rng: np.random.Generator, labels: np.ndarray, num_val: int) -> np.ndarray:

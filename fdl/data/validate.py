@@ -20,7 +20,9 @@ Dtype rule (decided here, once, for all loaders):
     * A split that holds a pytree of examples (`Split(x={"tokens": ..., "mask": ...})`)
       keeps its dtypes (token ids stay integers); its leaves must share one leading
       length n >= 1 and float leaves must be finite (`check_example_tree`, which the
-      engine runs on the batches given to `fit` too).
+      engine runs on the batches given to `fit` too). A dict x with labels (a model's
+      dict of inputs, `Split({"a": ..., "b": ...}, y)`) keeps x's dtypes too; its
+      labels follow the label rule, and every split has the train split's inputs.
 
 This module works on any object with the containers' fields (`.x`, `.y`, `.name`,
 `.splits()`, ...) and imports none of them: `fdl.data.dataset` imports it, so that a
@@ -42,7 +44,7 @@ _CHUNK_VALUES = 1 << 22  # values per block of the NaN/Inf scan: bounds its temp
 
 
 __all__ = ["as_float32", "as_class_labels", "validate_dataset", "check_input_shape",
-           "check_example_tree", "check_split_tree", "first_non_finite"]
+           "check_example_tree", "check_dict_split", "check_split_tree", "first_non_finite"]
 
 
 def _first_true(mask: np.ndarray) -> tuple[int, ...]:
@@ -150,15 +152,27 @@ def _validate_split(split, where: str, num_classes: int | None, feature_shape: S
                          "same feature shape")
     if split.y is None:
         return split._replace(x=as_float32(x, f"{where}.x"))
-    y = np.asarray(split.y)
+    return split._replace(x=as_float32(x, f"{where}.x"), y=_labels(split.y, x.shape[0], where, num_classes))
+
+
+def _labels(y, n: int, where: str, num_classes: int | None) -> np.ndarray:
+    """One label per example of a split of n: int32 class labels, or float32 targets (num_classes None)."""
+    y = np.asarray(y)
     num_labels = y.shape[0] if y.ndim else 0
-    if num_labels != x.shape[0]:
-        raise ValueError(f"{where}: x has {x.shape[0]} examples but y has {num_labels} (first "
-                         f"unmatched index {min(x.shape[0], num_labels)}) — give every example "
+    if num_labels != n:
+        raise ValueError(f"{where}: x has {n} examples but y has {num_labels} (first "
+                         f"unmatched index {min(n, num_labels)}) — give every example "
                          "exactly one label")
-    if num_classes is None:
-        return split._replace(x=as_float32(x, f"{where}.x"), y=as_float32(y, f"{where}.y"))
-    return split._replace(x=as_float32(x, f"{where}.x"), y=as_class_labels(y, f"{where}.y", num_classes))
+    return as_float32(y, f"{where}.y") if num_classes is None else as_class_labels(y, f"{where}.y", num_classes)
+
+
+def _validate_dict_split(split, dataset_name: str, split_name: str, num_classes: int | None, feature_shape):
+    """A split whose x is a dict: its leaves checked as a pytree (dtypes kept, `check_dict_split`),
+    its labels, when it has them, by the label rule."""
+    n = check_dict_split(dataset_name, split_name, split, feature_shape)
+    if split.y is None:
+        return split
+    return split._replace(y=_labels(split.y, n, f"dataset {dataset_name!r} {split_name}", num_classes))
 
 
 def validate_dataset(dataset):
@@ -185,11 +199,10 @@ def validate_dataset(dataset):
     if dataset.class_names is not None and len(dataset.class_names) != num_classes:
         raise ValueError(f"{where}: {len(dataset.class_names)} class_names for "
                          f"num_classes={num_classes} — give one name per class")
-    checked = {name: _validate_split(split, f"{where} {name}", num_classes, dataset.feature_shape)
-               for name, split in dataset.splits().items() if not isinstance(split.x, Mapping)}
-    for name, split in dataset.splits().items():
-        if isinstance(split.x, Mapping):
-            check_split_tree(dataset.name, name, split.examples)
+    checked = {name: _validate_dict_split(split, dataset.name, name, num_classes, dataset.feature_shape)
+               if isinstance(split.x, Mapping) else
+               _validate_split(split, f"{where} {name}", num_classes, dataset.feature_shape)
+               for name, split in dataset.splits().items()}
     return dataclasses.replace(dataset, num_classes=num_classes, **checked)
 
 
@@ -281,6 +294,35 @@ def check_example_tree(role: str, data, *, finite: bool = True) -> int:
     if n == 0:
         raise ValueError(f"{role}: is empty (0 examples) — give at least one example")
     return int(n)
+
+
+def check_dict_split(dataset_name: str, split_name: str, split, feature_shape=None, *, finite: bool = True) -> int:
+    """Checks a split whose x is a dict: `check_split_tree` of x, and with a dict `feature_shape`
+    (a model's dict of inputs) the same keys and per-example shapes as it.
+
+    Returns:
+      n, the split's number of examples.
+
+    Raises:
+      ValueError: one line naming the dataset, the split and the key (`dataset 'pairs':
+        val.x['b'] has per-example shape (3,), but the dataset's feature_shape['b'] is (4,) — ...`).
+    """
+    n = check_split_tree(dataset_name, split_name, split.x, finite=finite)
+    if not isinstance(feature_shape, Mapping):
+        return n
+    where = f"dataset {dataset_name!r}: {split_name}.x"
+    missing = [name for name in feature_shape if name not in split.x]
+    extra = [name for name in split.x if name not in feature_shape]
+    if missing or extra:
+        problem = f"has no input {missing[0]!r}" if missing else f"has input {extra[0]!r}, which train has not"
+        raise ValueError(f"{where} {problem} (train's inputs are {list(feature_shape)}) — give every split "
+                         "the same inputs")
+    for name, want in feature_shape.items():
+        shape = tuple(np.shape(split.x[name])[1:])
+        if shape != tuple(want):
+            raise ValueError(f"{where}[{name!r}] has per-example shape {shape}, but the dataset's "
+                             f"feature_shape[{name!r}] is {tuple(want)} — give every split the same feature shape")
+    return n
 
 
 def check_split_tree(dataset_name: str, split_name: str, examples, *, finite: bool = True) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -20,10 +21,12 @@ import numpy as np
 from fdl.attribution import Explainer
 from fdl.config import ConfigError, RunArguments, build_arguments, load_config
 from fdl.data import MinMaxStats, StandardizeStats, transform
+from fdl.data.preprocess import stats_from_arrays, stats_shapes
 from fdl.optim import make_optimizer
 from fdl.records import RunDir
 from fdl.runs.train import evaluate_split, split_evaluator
 from fdl.train import CheckpointError, Evaluator, RunCheckpoints, TrainState, init_train_state, load_checkpoint
+from fdl.train.checks import check_data, host_examples
 
 __all__ = ["LoadedRun", "load_run"]
 
@@ -87,7 +90,8 @@ class LoadedRun:
 
         None when the run's config sets no `data.preprocess`. When it sets one the
         file must hold that method's statistics, one value per input feature:
-        predicting without them would give other outputs.
+        predicting without them would give other outputs. A model's dict of inputs
+        has a dict input name -> statistics (`fdl.data.preprocess.stats_arrays`).
 
         Raises:
           FileNotFoundError: the config sets data.preprocess and preprocess.npz is missing.
@@ -101,26 +105,38 @@ class LoadedRun:
         if saved is None:
             raise FileNotFoundError(f"{path}: missing, but the run's config sets data.preprocess: {method} "
                                     f"— {RunDir.RESTORE}")
-        problem = _stats_problem(method, *saved, tuple(self.arguments.data.dataset.feature_shape))
+        problem = _stats_problem(method, *saved, self.arguments.data.dataset.feature_shape)
         if problem is not None:
             raise ValueError(f"{path}: damaged ({problem}) — {RunDir.RESTORE}")
-        return method, STATS[method](**saved[1])
+        return method, stats_from_arrays(STATS[method], saved[1])
 
-    def preprocess(self, x) -> np.ndarray:
-        """Raw inputs as the model saw them in training: the run's fitted `preprocessing` applied."""
-        x = np.asarray(x, np.float32)
+    def preprocess(self, x):
+        """Raw inputs as the model saw them in training: the run's fitted `preprocessing` applied
+        (to each input of a dict of inputs)."""
+        if isinstance(x, Mapping):
+            x = {name: np.asarray(leaf, np.float32) for name, leaf in x.items()}
+        else:
+            x = np.asarray(x, np.float32)
         if self.preprocessing is None:
             return x
         return transform(*self.preprocessing, x)
 
-    def check_inputs(self, x) -> np.ndarray:
-        """`x` as an array, checked to be raw inputs for the model: (n, *input_shape) with n >= 1.
+    def check_inputs(self, x):
+        """`x` as an array, checked to be raw inputs for the model: (n, *input_shape) with n >= 1;
+        for a model that takes a dict of inputs, a dict of such arrays with the run's keys
+        (checked by `fdl.train.checks.check_data`, which names the key).
 
         Raises:
-          ValueError: another shape (with a hint for a single example), or no examples.
+          ValueError: another shape (with a hint for a single example), no examples, or
+            (a dict of inputs) a missing or extra key, one of another shape or length.
         """
+        input_shape = self.arguments.data.dataset.feature_shape
+        if isinstance(x, Mapping) or isinstance(input_shape, Mapping):
+            x = host_examples(x)
+            check_data("predict", self.model, x, expected_shape=input_shape, finite=False)
+            return x
         x = np.asarray(x)
-        input_shape = tuple(self.arguments.data.dataset.feature_shape)
+        input_shape = tuple(input_shape)
         if x.ndim == 0 or x.shape[1:] != input_shape:
             single = " (one example? add a leading axis: x[None])" if x.shape == input_shape else ""
             raise ValueError(f"x: shape {x.shape}, the model expects (n, {', '.join(map(str, input_shape))})"
@@ -130,7 +146,8 @@ class LoadedRun:
         return x
 
     def predict(self, x) -> np.ndarray:
-        """Model outputs (logits for classifiers) for raw inputs x: (n, *input_shape), eval mode.
+        """Model outputs (logits for classifiers) for raw inputs x: (n, *input_shape), eval mode
+        (a dict input name -> such an array for a model that takes a dict of inputs).
 
         Raises:
           ValueError: x is not (n, *input_shape) (`check_inputs`), or preprocess.npz is damaged.
@@ -140,13 +157,14 @@ class LoadedRun:
         return self.evaluator.predict(self.state.params, self.state.model_state, self.preprocess(x))
 
 
-def _stats_problem(method: str, saved_method: str, stats: dict, shape: tuple) -> str | None:
-    """What keeps saved statistics from being `method`'s for inputs of `shape`, or None."""
-    fields = STATS[method]._fields
-    if saved_method != method or sorted(stats) != sorted(fields):
+def _stats_problem(method: str, saved_method: str, stats: dict, input_shape) -> str | None:
+    """What keeps saved statistics from being `method`'s for inputs of `input_shape` (a dict of
+    shapes for a dict of inputs), or None."""
+    wanted = stats_shapes(STATS[method], input_shape)
+    if saved_method != method or sorted(stats) != sorted(wanted):
         return (f"holds {saved_method} statistics {', '.join(sorted(stats)) or '(none)'}; the config's "
-                f"{method} needs {', '.join(fields)}")
-    for name in fields:
+                f"{method} needs {', '.join(wanted)}")
+    for name, shape in wanted.items():
         if stats[name].shape != shape:
             return f"{name} has shape {stats[name].shape}, the inputs {shape}"
     return None

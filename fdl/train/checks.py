@@ -15,6 +15,13 @@ inside jax, a NaN loss blamed on the learning rate, or an accuracy of 0.0.
 is vectorized (no Python loop over examples), so it costs one pass over the
 arrays; a device array is copied to the host once.
 
+A model that takes a dict of inputs (Keras' `model.fit({"a": xa, "b": xb}, y)`)
+is checked here too, on every path (`fit` with a loss or an objective, its
+`val`, `evaluate`, `predict`, a loaded run): the leaves share one length (the
+one that differs is named, `predict['b'] has 63 examples but predict['a'] has
+64`), each is real numbers, and against the training inputs (`expected_shape`,
+a dict) a missing or extra key and each key's shape are named.
+
 Target rules by loss (a loss is named by a string, an object with `.name`, or
 one of `fdl.losses`' functions; any other callable gets only the generic checks):
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -42,7 +50,7 @@ from fdl.data.validate import first_non_finite as _first_non_finite
 from fdl.nn.core import Layer, ShapeError
 
 __all__ = ["check_example_tree", "check_data", "check_examples", "check_model_input", "check_positive_int",
-           "check_targets", "loss_name"]
+           "check_targets", "example_shape", "host_examples", "loss_name"]
 
 _SUM_TOLERANCE = 1e-3  # probability rows: float32 one-hot / mixup rows sum to 1 within this
 
@@ -85,10 +93,17 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(np.argmax(mask), mask.shape))
 
 
-def _size_fix(role: str, got: tuple, want: tuple) -> str:
+def _size_fix(role: str, got: tuple, want: tuple, array: str = "x") -> str:
     if math.prod(got) == math.prod(want):
-        return f"reshape with x.reshape((-1, {', '.join(map(str, want))}))"
+        return f"reshape with {array}.reshape((-1, {', '.join(map(str, want))}))"
     return f"give {role} examples of shape {want}, like the training data"
+
+
+def _int_shape(input_shape):
+    """A per-example shape as a tuple of ints, or a dict name -> such a tuple (a dict of inputs)."""
+    if isinstance(input_shape, Mapping):
+        return {name: _int_shape(part) for name, part in input_shape.items()}
+    return tuple(int(d) for d in input_shape)
 
 
 def _is_shape(shape) -> bool:
@@ -123,23 +138,20 @@ def check_positive_int(name: str, value, minimum: int = 1, maximum: int | None =
     return int(value)
 
 
-def check_examples(role: str, x, y=None, *, finite: bool = True) -> int:
-    """Checks that `x` holds examples along its first axis and `y` one target per example.
+def host_examples(x):
+    """`x` as host numpy: one array, or a model's dict of inputs with each leaf an array."""
+    return {name: np.asarray(leaf) for name, leaf in x.items()} if isinstance(x, Mapping) else np.asarray(x)
 
-    Args:
-      role: the argument in messages: "train", "val", "evaluate", "predict".
-      x: (n, *input_shape) real numbers, n >= 1.
-      y: optional (n, ...) targets.
-      finite: also scan x for NaN/Inf (one pass over x; pass False for a huge
-        memory-mapped stream, whose batches are checked as they are read).
 
-    Returns:
-      n, the number of examples.
+def example_shape(x):
+    """The per-example shape of examples `x`: `x.shape[1:]`, or a dict of them for a dict of inputs."""
+    if isinstance(x, Mapping):
+        return {name: _int_shape(np.shape(leaf)[1:]) for name, leaf in x.items()}
+    return _int_shape(np.shape(x)[1:])
 
-    Raises:
-      ValueError: x is not (n, *input_shape) real numbers, is empty, holds
-        NaN/Inf, or y is not one real target per example.
-    """
+
+def _check_array_x(role: str, x, finite: bool) -> int:
+    """`check_examples` of an array x: (n, *input_shape) real numbers, n >= 1; returns n."""
     x = np.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"{role}: x has shape {x.shape}; expected (n, *input_shape) with the "
@@ -156,19 +168,56 @@ def check_examples(role: str, x, y=None, *, finite: bool = True) -> int:
             at = f" at feature index {bad[1:]}" if len(bad) > 1 else ""
             raise ValueError(f"{role}: x[{bad[0]}] holds {_value_text(x[bad])}{at} — drop or "
                              "impute that example")
+    return int(x.shape[0])
+
+
+def _check_dict_x(role: str, x: Mapping, finite: bool) -> int:
+    """`check_examples` of a dict of inputs: every leaf (n, ...) real numbers with the same n >= 1
+    (`check_example_tree` names the leaf whose length differs, `predict['b']`); returns n."""
+    if not x:
+        raise ValueError(f"{role}: x is an empty dict — give one array per input of the model")
+    n = check_example_tree(role, x, finite=finite)
+    for name, leaf in x.items():
+        dtype = np.asarray(leaf).dtype
+        if dtype.kind not in "biuf":
+            raise ValueError(f"{role}: x[{name!r}] has dtype {dtype}; expected real numbers — convert it "
+                             f"with x[{name!r}].astype(np.float32)")
+    return n
+
+
+def check_examples(role: str, x, y=None, *, finite: bool = True) -> int:
+    """Checks that `x` holds examples along its first axis and `y` one target per example.
+
+    Args:
+      role: the argument in messages: "train", "val", "evaluate", "predict".
+      x: (n, *input_shape) real numbers, n >= 1; or, for a model that takes a dict
+        of inputs, a dict name -> (n, *shape) real numbers with one n.
+      y: optional (n, ...) targets.
+      finite: also scan x for NaN/Inf (one pass over x; pass False for a huge
+        memory-mapped stream, whose batches are checked as they are read).
+
+    Returns:
+      n, the number of examples.
+
+    Raises:
+      ValueError: x is not (n, *input_shape) real numbers (a dict: leaves of
+        different lengths, named), is empty, holds NaN/Inf, or y is not one real
+        target per example.
+    """
+    n = _check_dict_x(role, x, finite) if isinstance(x, Mapping) else _check_array_x(role, x, finite)
     if y is not None:
         y = np.asarray(y)
         if y.ndim == 0:
             raise ValueError(f"{role}: y is a scalar; expected one target per example, shape "
-                             f"({x.shape[0]}, ...)")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"{role}: x has {x.shape[0]} examples but y has {y.shape[0]} — give "
+                             f"({n}, ...)")
+        if y.shape[0] != n:
+            raise ValueError(f"{role}: x has {n} examples but y has {y.shape[0]} — give "
                              "one target per example")
         if y.dtype.kind not in "biuf":
             raise ValueError(f"{role}: y has dtype {y.dtype}; expected numbers (class indices "
                              "or real targets) — convert the labels with np.unique(y, "
                              "return_inverse=True)[1]")
-    return int(x.shape[0])
+    return n
 
 
 def _abstract_init(model: Layer, input_shape: tuple):
@@ -204,16 +253,50 @@ def _check_params(role: str, shape: tuple, wanted, params) -> None:
                              f"of another shape; give {role} examples of that shape")
 
 
+def _check_input_names(role: str, shape, expected) -> None:
+    """Raises when examples of per-example `shape` are not the inputs `expected` (one dict or both
+    arrays; for a dict, the same keys and each key's shape), naming the input key."""
+    if isinstance(shape, dict) != isinstance(expected, dict):
+        if isinstance(expected, dict):
+            raise ValueError(f"{role}: x is one array of examples of shape {shape}, the model takes a dict "
+                             f"of inputs {list(expected)} — pass x as {{name: array}} with those keys")
+        raise ValueError(f"{role}: x is a dict of inputs {list(shape)}, the model was built for one array "
+                         f"of examples of shape {expected} — pass that array")
+    if not isinstance(expected, dict):
+        if shape != expected:
+            raise ValueError(f"{role}: examples have shape {shape}, the model was built for "
+                             f"{expected} — {_size_fix(role, shape, expected)}")
+        return
+    missing = [name for name in expected if name not in shape]
+    if missing:
+        raise ValueError(f"{role}: x has no input {missing[0]!r}; the model takes inputs {list(expected)} — "
+                         f"give x[{missing[0]!r}] of shape (n, {', '.join(map(str, expected[missing[0]]))})")
+    extra = [name for name in shape if name not in expected]
+    if extra:
+        raise ValueError(f"{role}: x[{extra[0]!r}] is not an input of the model, which takes inputs "
+                         f"{list(expected)} — drop it")
+    for name, want in expected.items():
+        if shape[name] != want:
+            raise ValueError(f"{role}: x[{name!r}] has examples of shape {shape[name]}, the model was built "
+                             f"for {want} — {_size_fix(role, shape[name], want, f'x[{name!r}]')}")
+
+
 def check_model_input(role: str, model: Layer, input_shape, *, expected_shape=None,
                       params=None):
     """Checks that `model` takes examples of `input_shape`; returns its per-example output shape.
 
+    The one check of a model's dict of inputs too: with `expected_shape` a dict,
+    a missing or extra key and each key's shape are named (`val: x['b'] has
+    examples of shape (3,), the model was built for (4,)`); without it, a key the
+    model reads and `x` lacks is named from the model's own `init`.
+
     Args:
       role: the argument in messages ("train", "val", "evaluate", "predict").
       model: the Layer.
-      input_shape: per-example shape, `x.shape[1:]` (a dict of them for a dict of inputs).
+      input_shape: per-example shape, `x.shape[1:]` (a dict of them for a dict of
+        inputs, `example_shape(x)`).
       expected_shape: the per-example shape the model was built for (the
-        training input's, for val data), or None.
+        training input's, for val data; a dict for a dict of inputs), or None.
       params: a state's params (one model's, not a population's stack), or None:
         they must be the ones `model.init` builds for `input_shape` — this is how
         `evaluate`/`predict` catch examples of another shape than the training ones.
@@ -222,19 +305,19 @@ def check_model_input(role: str, model: Layer, input_shape, *, expected_shape=No
       The model's per-example output shape (a tuple of shapes for several outputs).
 
     Raises:
-      ValueError: the shapes differ from `expected_shape`, a layer rejects the
-        input (its own message is kept), or `params` do not fit.
+      ValueError: the shapes (or a dict's keys) differ from `expected_shape`, a
+        layer rejects the input (its own message is kept), or `params` do not fit.
     """
-    if isinstance(input_shape, dict):  # a model that takes a dict of inputs: its init checks the shapes
-        shape = {name: tuple(int(d) for d in part) for name, part in input_shape.items()}
-    else:
-        shape = tuple(int(d) for d in input_shape)
-    if expected_shape is not None and not isinstance(shape, dict) and shape != tuple(expected_shape):
-        expected_shape = tuple(expected_shape)
-        raise ValueError(f"{role}: examples have shape {shape}, the model was built for "
-                         f"{expected_shape} — {_size_fix(role, shape, expected_shape)}")
+    shape = _int_shape(input_shape)
+    if expected_shape is not None:
+        _check_input_names(role, shape, _int_shape(expected_shape))
     try:
         out_shape, wanted = _abstract_init(model, shape)
+    except KeyError as error:
+        if not isinstance(shape, dict):
+            raise
+        raise ValueError(f"{role}: the model reads input {error.args[0]!r}, which x does not have (its inputs "
+                         f"are {list(shape)}) — give x[{error.args[0]!r}]") from None
     except (ShapeError, TypeError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"{role}: examples of shape {shape} do not fit the model — {detail}") from error
@@ -405,9 +488,9 @@ def check_data(role: str, model: Layer, x, y=None, *, loss=None, expected_shape=
       ValueError: the first check that fails, one line.
     """
     n = check_examples(role, x, y, finite=finite)
-    input_shape = tuple(np.shape(x)[1:])
+    input_shape = example_shape(x)
     out_shape = check_model_input(role, model, input_shape, expected_shape=expected_shape,
                                   params=params)
-    if y is not None:
-        y = check_targets(role, y, out_shape, loss, input_shape=input_shape)
+    if y is not None:  # the hint about the examples' leading axes reads an array's shape
+        y = check_targets(role, y, out_shape, loss, input_shape=None if isinstance(x, Mapping) else input_shape)
     return n, out_shape, y

@@ -21,6 +21,7 @@ import numpy as np
 from fdl.metrics import Metric
 from fdl.nn.core import Layer, batched
 from fdl.objectives import PREDICTIONS, takes_step
+from fdl.train.checks import host_examples
 from fdl.train.mesh import place
 from fdl.train.step import Loss
 
@@ -214,8 +215,10 @@ class Evaluator:
                 lambda a: np.asarray(a)[:full].reshape(-1, self.batch_size, *a.shape[1:]), x)
             remainder = None if full == n else jax.tree.map(lambda a: np.asarray(a)[full:], x)
             return place((stacked, remainder), sharding)
-        parts = list(padded_batches(np.asarray(x), None if y is None else np.asarray(y), self.batch_size))
-        return place(tuple(None if parts[0][i] is None else np.stack([part[i] for part in parts])
+        parts = list(padded_batches(host_examples(x), None if y is None else np.asarray(y),
+                                    self.batch_size))  # x: an array, or a model's dict of inputs
+        return place(tuple(None if parts[0][i] is None else jax.tree.map(lambda *rows: np.stack(rows),
+                                                                         *[part[i] for part in parts])
                            for i in range(3)), sharding)
 
     def evaluate_staged(self, params, model_state, staged, step=None) -> dict:
@@ -269,7 +272,7 @@ class Evaluator:
             return self._evaluate_objective(params, model_state, x, step)
         # Metrics that keep every score (roc_auc) get a power-of-two buffer, so splits
         # of different sizes share one compiled step.
-        acc = self._empty((), _capacity(x.shape[0]))
+        acc = self._empty((), _capacity(len(jax.tree.leaves(x)[0])))  # x: an array or a dict of inputs
         for xb, yb, mask in padded_batches(x, y, self.batch_size):
             acc = self._step(params, model_state, acc, xb, yb, mask)
         results = to_floats(jax.device_get(self._finish(acc)))  # device_get sorts the keys

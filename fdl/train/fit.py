@@ -25,7 +25,7 @@ from fdl.nn.core import Layer, as_shape
 from fdl.nn.summary import output_shape
 from fdl.optim import make_optimizer
 from fdl.train.callbacks import ProgressBar, Run, as_callback
-from fdl.train.checks import check_data, check_example_tree, check_model_input, check_positive_int
+from fdl.train.checks import check_data, check_example_tree, check_positive_int, example_shape, host_examples
 from fdl.train.evaluate import DEFAULT_EVAL_BATCH_SIZE, Evaluator, to_floats
 from fdl.train.interrupt import TrainingInterrupted, graceful_interrupts
 from fdl.train.mesh import as_mesh, check_divisible, constrain_state, place, replicated, state_sharding
@@ -241,7 +241,7 @@ def fit(model: Layer | None, train, val=None, *, loss="cross_entropy", objective
     # Every array is checked against the model once, up front (streamed batches as they are read).
     if supervised_path:
         x, y = (stream.x, stream.y) if stream is not None else as_arrays(train)
-        input_shape = tuple(x.shape[1:])
+        input_shape = example_shape(x)  # a dict of shapes for a model's dict of inputs
         n, _, checked_y = check_data("train", model, x, y, loss=loss_fn, finite=stream is None,
                                      params=None if state is None else state.params)
         data = (x, y if stream is not None else checked_y)
@@ -415,13 +415,8 @@ def predict(model: Layer, state: TrainState, x, *, batch_size: int = DEFAULT_EVA
     """Model outputs (logits for classifiers) for every row of x: (n, *input_shape), eval mode.
 
     x may be a dict of such arrays for a model that takes a dict of inputs (every
-    leaf with the same n; their shapes checked by the model's own init)."""
-    if isinstance(x, dict):
-        check_example_tree("predict", x)
-        check_model_input("predict", model, {name: np.shape(leaf)[1:] for name, leaf in x.items()},
-                          params=state.params)
-        return Evaluator(model, batch_size=batch_size).predict(state.params, state.model_state, x)
-    x = np.asarray(x)
+    leaf with the same n; checked like any x by `fdl.train.checks.check_data`)."""
+    x = host_examples(x)
     check_data("predict", model, x, params=state.params)
     evaluator = Evaluator(model, batch_size=batch_size)
     return evaluator.predict(state.params, state.model_state, x)
