@@ -66,11 +66,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from fdl.data.dataset import as_arrays, as_examples
 from fdl.io import to_python
 from fdl.losses import get_loss
-from fdl.nn.core import Layer
+from fdl.nn.core import Layer, as_shape
 from fdl.objectives import Objective
 from fdl.optim import current_learning_rate, get_hyperparameter, make_optimizer, set_hyperparameter
 from fdl.train.callbacks import Callback, Monitor
-from fdl.train.checks import check_data, check_example_tree, check_positive_int
+from fdl.train.checks import check_data, check_example_tree, check_positive_int, example_shape
 from fdl.data.order import batch_indices
 from fdl.train.epoch import make_train_epoch, num_examples
 from fdl.train.evaluate import Evaluator
@@ -433,16 +433,19 @@ def _check_settable(state: TrainState, names: Sequence[str], members: Sequence[M
                                  f"inject it — {fix.format(name=name)}, or drop it from the members")
 
 
-def _input_shape(role: str, data, input_shape) -> tuple:
-    """The model's per-example input shape: `input_shape`, or what the batch shows (as in fit)."""
+def _input_shape(role: str, data, input_shape) -> tuple | dict:
+    """The model's per-example input shape (a dict of them for a model's dict of inputs):
+    `input_shape`, or what the batch shows (as in fit)."""
     shape = input_shape if input_shape is not None else _default_input_shape(data)
     if shape is None:
         raise ValueError(f"input_shape: the {role} batch does not show the model's per-example input "
                          "shape (a dict batch) — pass input_shape=")
-    if isinstance(shape, dict):
-        raise ValueError("input_shape: a model that takes a dict of inputs trains with fdl.fit; a population "
-                         "does not take one yet — concatenate the inputs into one array")
-    return tuple(shape)
+    return as_shape(shape)
+
+
+def _shape_key(input_shape) -> str:
+    """A per-example input shape (a tuple, a dict of them, or None) as a key of the compiled programs."""
+    return json.dumps(input_shape, sort_keys=True)
 
 
 class Population:
@@ -570,7 +573,7 @@ class Population:
         if self.objective is None and self.step is None:
             x, y = as_arrays(train)
             _, _, y = check_data("train", self.model, x, y, loss=self.loss)
-            input_shape, data = tuple(x.shape[1:]), (x, y)
+            input_shape, data = example_shape(x), (x, y)
             if val is not None:
                 x_val, y_val = as_arrays(val, "val")
                 y_val = check_data("val", self.model, x_val, y_val, loss=self.loss, expected_shape=input_shape)[2]
@@ -581,7 +584,7 @@ class Population:
             if self.init is None or self.metric_names:  # the model's init and the metrics need it
                 input_shape = _input_shape("train", data, input_shape)
             elif input_shape is not None:
-                input_shape = tuple(input_shape)
+                input_shape = as_shape(input_shape)
             if val is not None:
                 if self.objective is None:
                     raise ValueError("val: a custom step has no validation objective — pass objective= as "
@@ -598,7 +601,7 @@ class Population:
         `base`: the per-population optimizer arguments (`_base_optimizer`), or None
         for the shared transformation; `members` only name a culprit in errors.
         """
-        key = (input_shape, names if base is None else json.dumps(base, sort_keys=True), per_device, validate)
+        key = (_shape_key(input_shape), names if base is None else json.dumps(base, sort_keys=True), per_device, validate)
         if key not in self._programs:
             tx = self._shared_tx if base is None else make_optimizer(**base)
             map_batch_size = _map_batch_size(self.strategy, per_device, self.max_members)
@@ -741,13 +744,13 @@ class Population:
         if self.objective is None:
             x, y = as_arrays(data, "test")
             y = check_data("evaluate", self.model, x, y, loss=self.loss)[2]
-            input_shape, batches = tuple(x.shape[1:]), self._evaluator().stage(x, y, sharding=self._replicated)
+            input_shape, batches = example_shape(x), self._evaluator().stage(x, y, sharding=self._replicated)
         else:
             data = as_examples(data, "test")
             check_example_tree("evaluate", data)
             input_shape = _input_shape("evaluate", data, input_shape) if self.metric_names else None
             batches = self._evaluator().stage(data, sharding=self._replicated)
-        key = ("evaluate", input_shape)
+        key = ("evaluate", _shape_key(input_shape))
         if key not in self._programs:
             evaluator = self._evaluator(self._metrics(input_shape))
             self._programs[key] = jax.jit(lambda states, batches: jax.lax.map(

@@ -88,10 +88,16 @@ def test_a_dict_of_inputs_of_different_lengths_is_named_by_its_leaf(data):
         fdl.predict(two_inputs(), state, {"a": x["a"], "b": x["b"][:63]})
 
 
-def test_a_population_names_a_dict_input_model_it_does_not_take(data):
-    from fdl.population import train_population
+def test_a_population_of_a_dict_input_model_equals_each_members_fit(data):
+    from fdl.population import MemberSpec, train_population
 
-    with pytest.raises(ValueError, match="^input_shape: a model that takes a dict of inputs trains with fdl.fit"):
-        train_population(two_inputs(), data, members=[{"seed": 0}], objective=objectives.supervised("cross_entropy"),
-                         optimizer={"name": "sgd", "learning_rate": 0.1},
-                         epochs=1, batch_size=16, verbose=0)
+    x, y = data
+    common = dict(loss="cross_entropy", metrics=["accuracy"], epochs=2, batch_size=16)
+    result = train_population(two_inputs(), (x, y), (x, y), members=[MemberSpec(0), MemberSpec(1)],
+                              optimizer={"name": "sgd", "learning_rate": 0.1}, verbose=0, **common)
+    for i, seed in enumerate((0, 1)):
+        state, history = fdl.fit(two_inputs(), (x, y), val=(x, y), seed=seed, verbose=0,
+                                 optimizer=fdl.optim.make_optimizer("sgd", learning_rate=0.1), **common)
+        for member, solo in zip(jax.tree.leaves(result.states.params), jax.tree.leaves(state.params)):
+            np.testing.assert_allclose(member[i], solo, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([h["val_loss"] for h in result.histories[i]], history["val_loss"], rtol=1e-5)
