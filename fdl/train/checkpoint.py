@@ -67,7 +67,8 @@ def leaves_by_path(tree) -> list[tuple[str, Any]]:
 
 
 def _crc(array: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(array).tobytes())
+    """CRC-32 of the array's bytes in C order, read in place (a copy only when not contiguous)."""
+    return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def manifest(tree) -> dict[str, list]:
