@@ -91,7 +91,8 @@ class MemberSpec:
     """One member: its seed and its injected optimizer hyperparameters."""
 
     seed: int
-    hyperparams: dict = dataclasses.field(default_factory=dict)  # e.g. {"learning_rate": 3e-3}
+    # e.g. {"learning_rate": 3e-3}; with several models {"generator/learning_rate": 2e-4, ...} per model
+    hyperparams: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -412,25 +413,51 @@ def _varied_hyperparameters(members: Sequence[MemberSpec], fallback: dict) -> tu
     return tuple(names)
 
 
+def _several_models(state: TrainState) -> bool:
+    """Whether `state` holds several named models, each with its optimizer (`fdl.init_train_state`'s dicts)."""
+    return isinstance(state.opt_state, dict) and isinstance(state.params, dict) and \
+        set(state.opt_state) == set(state.params)
+
+
+def _set_member_hyperparameter(state: TrainState, name: str, value) -> TrainState:
+    """`state` with a member hyperparameter set: "learning_rate" in every optimizer state it holds,
+    "generator/learning_rate" in the "generator" model's only (a state of several models)."""
+    model_name, _, hyperparameter = name.rpartition("/")
+    if not model_name:
+        return state.replace(opt_state=set_hyperparameter(state.opt_state, name, value))
+    opt_state = dict(state.opt_state)
+    opt_state[model_name] = set_hyperparameter(opt_state[model_name], hyperparameter, value)
+    return state.replace(opt_state=opt_state)
+
+
 def _check_settable(state: TrainState, names: Sequence[str], members: Sequence[MemberSpec], fix: str) -> None:
     """One-line error for a member hyperparameter that not every optimizer state in `state` injects.
 
     `state` may hold shapes (`jax.eval_shape`). A name is set in every injected
-    state (`fdl.optim.set_hyperparameter`); with several models (`opt_state` a
+    state (`_set_member_hyperparameter`); with several models (`opt_state` a
     dict by model name, as `fdl.init_train_state` makes it) each model's
-    optimizer must inject it, so none silently keeps its own value.
+    optimizer must inject it, so none silently keeps its own value, and
+    "<model>/<name>" sets it in that model's optimizer only (a GAN's two rates).
     """
-    several = isinstance(state.opt_state, dict) and isinstance(state.params, dict) and \
-        set(state.opt_state) == set(state.params)
-    parts = state.opt_state.items() if several else [(None, state.opt_state)]
+    several = _several_models(state)
     for name in names:
-        for model_name, opt_state in parts:
+        index = next(i for i, m in enumerate(members) if name in m.hyperparams)
+        model_name, _, hyperparameter = name.rpartition("/")
+        if model_name and (not several or model_name not in state.opt_state):
+            models = f"its models are {sorted(state.opt_state)}" if several else "it holds one model"
+            raise ValueError(f"members[{index}].hyperparams[{name!r}]: the member's state has no model "
+                             f"{model_name!r} ({models}) — name one of them, or drop the prefix")
+        if model_name:
+            parts = [(model_name, state.opt_state[model_name])]
+        else:
+            parts = state.opt_state.items() if several else [(None, state.opt_state)]
+        for part_name, opt_state in parts:
             injected = [node for node in jax.tree.leaves(opt_state, is_leaf=_is_injected) if _is_injected(node)]
-            if not injected or any(name not in node.hyperparams for node in injected):
-                index = next(i for i, m in enumerate(members) if name in m.hyperparams)
-                where = "the optimizer" if model_name is None else f"the {model_name!r} optimizer"
+            if not injected or any(hyperparameter not in node.hyperparams for node in injected):
+                where = "the optimizer" if part_name is None else f"the {part_name!r} optimizer"
                 raise ValueError(f"members[{index}].hyperparams[{name!r}]: {where} of the member's state does not "
-                                 f"inject it — {fix.format(name=name)}, or drop it from the members")
+                                 f"inject {hyperparameter!r} — {fix.format(name=hyperparameter)}, or drop it from "
+                                 "the members")
 
 
 def _input_shape(role: str, data, input_shape) -> tuple | dict:
@@ -505,7 +532,8 @@ class Population:
         `lambda seed: fdl.init_train_state(models, input_shapes, optimizers, seed)`
         for several models (a GAN); `seed` is a traced int32 scalar (members
         init vmapped). A member hyperparameter is set in every optimizer state it
-        holds, and each must inject it.
+        holds, and each must inject it; "<model>/<name>" (a GAN's
+        "generator/learning_rate") sets it in that model's optimizer only.
       mesh: how members share the devices (`population_mesh`): None, every device
         on "population", one member a device; an int D, each member's batch split
         over D devices on "data" (as `fit(mesh=D)`), the population over the rest;
@@ -628,10 +656,9 @@ class Population:
 
             def init_one(seed, member_values):
                 state = initial_state(seed)
-                opt_state = state.opt_state
                 for name in names:
-                    opt_state = set_hyperparameter(opt_state, name, member_values[name])
-                return state.replace(opt_state=opt_state)
+                    state = _set_member_hyperparameter(state, name, member_values[name])
+                return state
 
             self._programs[key] = (jax.jit(jax.vmap(init_one)), jax.jit(epoch_fn),
                                    strategy_label(map_batch_size, per_device))

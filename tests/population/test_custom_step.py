@@ -62,7 +62,9 @@ NETS = {"generator": nn.serial(nn.Dense(4), nn.LeakyRelu(0.2), nn.Dense(FEATURES
 SHAPES = {"generator": (LATENT,), "discriminator": (FEATURES,)}
 OPTIMIZERS = {"generator": make_optimizer("sgd", learning_rate=0.1),
               "discriminator": make_optimizer("sgd", learning_rate=0.1)}
-GAN_MEMBERS = [MemberSpec(0, {"learning_rate": 0.05}), MemberSpec(1, {"learning_rate": 0.02})]
+# Each model its own rate ("<model>/<name>"): the generator's and the discriminator's differ.
+GAN_MEMBERS = [MemberSpec(0, {"generator/learning_rate": 0.05, "discriminator/learning_rate": 0.03}),
+               MemberSpec(1, {"generator/learning_rate": 0.02, "discriminator/learning_rate": 0.04})]
 
 
 def gan_init(seed):
@@ -173,15 +175,16 @@ def test_a_gan_population_over_seeds_equals_fit_from_init(data):
     assert result.strategy == "map"
     init = jax.jit(gan_init)  # one program for both members' solo states
     for i, spec in enumerate(GAN_MEMBERS):
-        state = init(spec.seed)  # fit's state= is init(seed) with the member's rate set in its optimizers
-        state = state.replace(opt_state=set_hyperparameter(state.opt_state, "learning_rate",
-                                                           spec.hyperparams["learning_rate"]))
+        state = init(spec.seed)  # fit's state= is init(seed) with each model's rate set in its optimizer
+        state = state.replace(opt_state={name: set_hyperparameter(opt_state, "learning_rate",
+                                                                  spec.hyperparams[f"{name}/learning_rate"])
+                                         for name, opt_state in state.opt_state.items()})
         state, history = fdl.fit(None, x, step=gan_step, state=state, epochs=2, batch_size=BATCH, verbose=0)
         same_histories(result.histories[i], history, f"member {i}")
         close(member(result.states.params, i), state.params)
-        for name in NETS:  # the member's learning rate is set in both optimizers
+        for name in NETS:  # each model's optimizer holds its own rate
             np.testing.assert_allclose(get_hyperparameter(member(result.states.opt_state, i)[name],
-                                                          "learning_rate"), spec.hyperparams["learning_rate"])
+                                                          "learning_rate"), spec.hyperparams[f"{name}/learning_rate"])
     assert {"d_loss", "g_loss"} <= set(result.final[0])
 
 
@@ -206,19 +209,30 @@ def test_custom_step_mistakes_are_one_line_errors(data):
     with pytest.raises(ValueError, match=r"^val: a custom step has no validation objective — pass objective="):
         train_population(NET, train, val, step=STEP, optimizer=TX, **settings)
     with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['momentum'\]: the 'discriminator' "
-                                         r"optimizer of the member's state does not inject it — build init's"):
+                                         r"optimizer of the member's state does not inject 'momentum' — build init's"):
         train_population(None, train[0], step=gan_step, init=gan_init, **with_momentum)
     mixed = {"generator": optax.sgd(0.1), "discriminator": OPTIMIZERS["discriminator"]}
     with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['learning_rate'\]: the 'generator' "
-                                         r"optimizer of the member's state does not inject it"):
+                                         r"optimizer of the member's state does not inject 'learning_rate'"):
         train_population(None, train[0], step=gan_step, init=lambda seed: fdl.init_train_state(
             NETS, SHAPES, mixed, seed), **settings)
     with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['momentum'\]: .* give optimizer\['momentum'\] "
                                          r"a float"):
         train_population(NET, train, step=STEP, optimizer={"name": "sgd"}, **with_momentum)
     with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['momentum'\]: the optimizer of the member's "
-                                         r"state does not inject it — build it with fdl.optim.make_optimizer"):
+                                         r"state does not inject 'momentum' — build it with fdl.optim.make_optimizer"):
         train_population(NET, train, step=STEP, optimizer=TX, **with_momentum)
+    for name, message in (("critic/learning_rate", r"the member's state has no model 'critic' \(its models are "
+                                                   r"\['discriminator', 'generator'\]\) — name one of them"),
+                          ("generator/momentum", r"the 'generator' optimizer of the member's state does not "
+                                                 r"inject 'momentum'")):
+        with pytest.raises(ValueError, match=rf"^members\[0\]\.hyperparams\['{name}'\]: {message}"):
+            train_population(None, train[0], step=gan_step, init=gan_init,
+                             **{**settings, "members": [MemberSpec(0, {name: 0.1}), MemberSpec(1, {name: 0.2})]})
+    with pytest.raises(ValueError, match=r"^members\[0\]\.hyperparams\['net/learning_rate'\]: the member's state "
+                                         r"has no model 'net' \(it holds one model\)"):
+        train_population(NET, train, step=STEP, optimizer=TX, **{**settings, "members": [
+            MemberSpec(0, {"net/learning_rate": 0.1}), MemberSpec(1, {"net/learning_rate": 0.2})]})
     with pytest.raises(ValueError, match=r"^train_population: only some members set 'momentum' — give every "
                                          r"member a value$"):
         train_population(NET, train, step=STEP, optimizer=TX,
