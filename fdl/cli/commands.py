@@ -148,6 +148,7 @@ def run_export(args) -> int:
 def run_explain(args) -> int:
     """Writes a run's attributions for the inputs of a .npy file: attributions.npy and a plot."""
     run = load_run(args.run_dir, args.checkpoint)
+    run.require_one_input("fdl explain")
     written = explain_to_folder(run, _load_inputs(args.inputs, run), args.out, method=args.method,
                                 target=args.target, baseline=args.baseline, steps=args.steps,
                                 samples=args.samples, noise=args.noise, seed=args.seed)

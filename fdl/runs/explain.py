@@ -68,6 +68,7 @@ def explain(run_or_model, x, *, method: str = "saliency", target=None, state=Non
             raise ValueError("state: a loaded run is explained with its own checkpoint (run.state) — drop "
                              "state=, or load another one with fdl.load_run(run_dir, checkpoint='last')")
         run = run_or_model
+        run.require_one_input("fdl explain")
         return run.explainer.explain(run.state.params, run.state.model_state, run.check_inputs(x),
                                           method=method, target=target, **options)
     if isinstance(run_or_model, Layer):

@@ -121,6 +121,15 @@ class LoadedRun:
             return x
         return transform(*self.preprocessing, x)
 
+    def require_one_input(self, command: str) -> tuple:
+        """The model's per-example input shape; a one-line ValueError when it takes a dict of inputs,
+        which `command` (e.g. "fdl serve") does not take yet."""
+        shape = self.arguments.data.dataset.feature_shape
+        if isinstance(shape, dict):
+            raise ValueError(f"run {str(self.run_dir.path)!r}: its model takes a dict of inputs {list(shape)} — "
+                             f"{command} takes models of one input array (fdl predict takes the dict)")
+        return tuple(shape)
+
     def check_inputs(self, x):
         """`x` as an array, checked to be raw inputs for the model: (n, *input_shape) with n >= 1;
         for a model that takes a dict of inputs, a dict of such arrays with the run's keys

@@ -87,7 +87,7 @@ class RunPredictor:
 
     def __init__(self, run: LoadedRun):
         dataset = run.arguments.data.dataset
-        self.run, self.input_shape = run, tuple(dataset.feature_shape)
+        self.run, self.input_shape = run, run.require_one_input("fdl serve")
         self.head = classifier_head(run.config)
         self.class_names = tuple(dataset.class_names) if dataset.class_names else None
         self.metadata = {"source": "run", "path": str(run.run_dir.path), "checkpoint": run.checkpoint,

@@ -96,6 +96,18 @@ def test_fdl_predict_names_the_file_and_the_input_key(trained, tmp_path, capsys,
     assert len(error.splitlines()) == 1 and re.search(message, error), error
 
 
+@pytest.mark.parametrize("command", ["explain", "export", "serve"])
+def test_the_commands_of_one_input_array_name_a_dict_input_run(trained, capsys, command):
+    folder = trained[0]
+    extra = {"explain": [str(folder / "inputs.npz")], "export": ["--out", str(folder / "export")], "serve": []}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(folder))
+        assert main([command, str(folder / "run"), *extra[command]]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert re.search(r"takes a dict of (inputs|arrays) .*'?a'?, '?b'?", error), error
+
+
 # --- the data a dict-input run reads (no compiles) -----------------------------------------------
 
 @pytest.fixture
