@@ -73,9 +73,15 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def devices_env(count: int) -> dict:
+    """The environment of a subprocess with `count` simulated CPU devices, the session's XLA flags kept."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
+
+
 @pytest.fixture(scope="module")
 def measured():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = devices_env(4)
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -132,7 +138,7 @@ def test_fdl_train_devices_trains_data_parallel_and_a_bad_count_names_the_key(tm
     with pytest.raises(ConfigError, match=r"^training\.model_axis: 2 splits the state over devices — set "
                                           r"training\.devices"):
         build_mesh(None, model_axis=2)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = devices_env(2)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     fdl_command = os.path.join(os.path.dirname(sys.executable), "fdl")  # the installed command
     command = [fdl_command, "train", os.path.join(root, "configs", "mnist1d_mlp.yaml"),

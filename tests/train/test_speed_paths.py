@@ -5,6 +5,7 @@
 - a 2-epoch fit with validation builds 3 programs, and a second fit of the same model
   compiles none (the compilation cache), in this process and in a new one.
 """
+import os
 import subprocess
 import sys
 import textwrap
@@ -118,7 +119,8 @@ WARM_START = textwrap.dedent("""
 
 
 def test_a_second_process_compiles_nothing(tmp_path):
-    env = {"FDL_COMPILATION_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    env = {"FDL_COMPILATION_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin",
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}  # the session's compile flags (conftest)
     runs = [subprocess.run([sys.executable, "-c", WARM_START], env=env, capture_output=True, text=True,
                            check=True).stdout.split() for _ in range(2)]
     (programs, compiled, loss), (programs_again, compiled_again, loss_again) = runs
