@@ -57,7 +57,7 @@ def as_shape(input_shape):
     (`{"tokens": (256,), "mask": (256,)}`)."""
     if isinstance(input_shape, dict):
         return {name: as_shape(shape) for name, shape in input_shape.items()}
-    return tuple(input_shape)
+    return tuple(int(d) for d in input_shape)
 
 
 def snake_case(kind: str) -> str:

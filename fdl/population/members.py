@@ -68,7 +68,10 @@ from fdl.io import to_python
 from fdl.losses import get_loss
 from fdl.nn.core import Layer, as_shape
 from fdl.objectives import Objective
-from fdl.optim import current_learning_rate, get_hyperparameter, make_optimizer, set_hyperparameter
+from fdl.population.hyperparameters import (base_optimizer, check_settable, set_member_hyperparameter,
+                                            varied_hyperparameters, with_hyperparameters)
+from fdl.population.mesh import AXIS, pad_members, population_mesh, shard_population, split_batches
+from fdl.optim import current_learning_rate, get_hyperparameter, make_optimizer
 from fdl.train.callbacks import Callback, Monitor
 from fdl.train.checks import check_data, check_example_tree, check_positive_int, example_shape
 from fdl.data.order import batch_indices
@@ -82,9 +85,6 @@ from fdl.train.step import make_custom_step, make_train_step
 
 __all__ = ["MemberSpec", "PopulationResult", "Population", "train_population", "evaluate_population",
            "make_population_epoch", "default_strategy", "population_mesh"]
-
-AXIS = "population"
-
 
 @dataclasses.dataclass(frozen=True)
 class MemberSpec:
@@ -108,46 +108,6 @@ class PopulationResult:
     states: TrainState               # leading population axis: each member as it ended
     strategy: str
     wall_time_s: float
-
-
-def population_mesh(mesh: Mesh | int | None = None, *, name: str = "mesh") -> Mesh:
-    """The devices a population trains on, as a Mesh with axis "population" (and "data").
-
-    Args:
-      mesh: None: every device (`jax.devices()`) on a 1-D axis "population", each
-        member's batch on one device. An int D: D devices per member on an axis
-        "data", the rest (len(jax.devices()) // D) on "population". Or a Mesh with
-        axes ("population", "data"), used as it is.
-      name: the argument (or config key) an error names.
-
-    Raises:
-      ValueError: D not dividing the device count (the valid counts named), or a
-        Mesh with other axes.
-    """
-    devices = jax.devices()
-    if mesh is None:
-        return Mesh(np.asarray(devices), (AXIS,))
-    if isinstance(mesh, Mesh):
-        if sorted(mesh.axis_names) != sorted((AXIS, DATA_AXIS)):
-            raise ValueError(f"{name}: expected the axes ({AXIS!r}, {DATA_AXIS!r}), got {mesh.axis_names} — "
-                             f"pass mesh=D (D devices per member) or build Mesh(devices, ({AXIS!r}, {DATA_AXIS!r}))")
-        return mesh
-    if isinstance(mesh, bool) or not isinstance(mesh, int) or mesh < 1 or len(devices) % mesh:
-        divisors = ", ".join(str(d) for d in range(1, len(devices) + 1) if len(devices) % d == 0)
-        raise ValueError(f"{name}: expected the devices per member, an int that divides the {len(devices)} "
-                         f"devices ({divisors}), got {mesh!r}")
-    return Mesh(np.asarray(devices).reshape(len(devices) // mesh, mesh), (AXIS, DATA_AXIS))
-
-
-def _split_batches(step, data_axis: str):
-    """`step` whose batch has every leaf's example axis split over the mesh axis `data_axis` (inside
-    `_shard`, where that axis is left to XLA's SPMD partitioner)."""
-
-    def split(state, batch):
-        batch = jax.tree.map(lambda leaf: jax.lax.with_sharding_constraint(leaf, PartitionSpec(data_axis)), batch)
-        return step(state, batch)
-
-    return split
 
 
 def default_strategy() -> str:
@@ -175,29 +135,6 @@ def strategy_label(batch_size: int | None, population: int) -> str:
     return "vmap" if batch_size >= population else f"chunks of {batch_size}"
 
 
-def _base_optimizer(members: Sequence[MemberSpec], optimizer: dict) -> dict:
-    """The shared optimizer arguments, with every member-set hyperparameter injected.
-
-    A hyperparameter every member sets gets the placeholder 1.0 in the shared
-    optimizer (each member overwrites it), so populations that differ only in
-    values share one compiled program. One that only some members set must
-    have a value in `optimizer` for the others. Hyperparameters no member sets
-    are compiled in as constants.
-    """
-    base = dict(optimizer)
-    names = sorted({n for m in members for n in m.hyperparams})
-    for name in names:
-        if all(name in m.hyperparams for m in members):
-            base[name] = 1.0
-        elif base.get(name) is None:
-            raise ValueError(f"train_population: only some members set {name!r} — give every member "
-                             f"a value or set optimizer[{name!r}] for the others")
-    # Only what members vary is an array in the state: under vmap every injected
-    # value is per member and costs a broadcast in every update.
-    base["inject"] = names
-    return base
-
-
 def make_population_epoch(model: Layer | None, loss, tx, *, batch_size: int, metrics=(), augment=None,
                           map_batch_size: int | None, evaluator: Evaluator | None,
                           objective: Objective | None = None, step=None, data_axis: str | None = None):
@@ -220,7 +157,7 @@ def make_population_epoch(model: Layer | None, loss, tx, *, batch_size: int, met
     train_step = make_custom_step(step) if step is not None else make_train_step(
         model, loss, tx, objective=objective, augment=augment)
     if data_axis is not None:
-        train_step = _split_batches(train_step, data_axis)
+        train_step = split_batches(train_step, data_axis)
     train_epoch = make_train_epoch(train_step, batch_size, metrics)
 
     def member(args, data, val):
@@ -256,22 +193,6 @@ def _learning_rate(opt_state):
         return current_learning_rate(opt_state)
     except ValueError:
         return None
-
-
-def _shard(epoch_fn, mesh: Mesh):
-    """Splits the population axis over the mesh's "population" axis; the data and val are replicated.
-
-    Manual over "population" only: a "data" axis stays with XLA's SPMD partitioner,
-    which splits each member's batches over it (`make_population_epoch`'s `data_axis`).
-    """
-    pop, rep = PartitionSpec(AXIS), PartitionSpec()
-    return jax.shard_map(epoch_fn, mesh=mesh, in_specs=(pop, pop, rep, pop, rep),
-                         out_specs=pop, axis_names={AXIS}, check_vma=False)
-
-
-def _pad_members(members: list[MemberSpec], multiple: int) -> list[MemberSpec]:
-    """Repeats the last member so the population splits evenly over the "population" axis (dropped later)."""
-    return members + [members[-1]] * (-len(members) % multiple)
 
 
 def _member_logs(i, epoch, steps, step_logs, train_metrics, val_scores, learning_rate) -> dict:
@@ -358,14 +279,6 @@ def _select(keep, new, old):
     return jax.tree.map(lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
-def _with_hyperparameters(states, changes: dict):
-    """Stacked states with the named injected hyperparameters set per member: changes[name]: (P,)."""
-    opt_state = states.opt_state
-    for name, values in changes.items():
-        opt_state = set_hyperparameter(opt_state, name, jnp.asarray(values))
-    return states.replace(opt_state=opt_state)
-
-
 def _check_minimized(model, *, loss, objective, step, init, optimizer, augment, metrics) -> None:
     """One-line errors for what a population cannot minimize, or for arguments that do not go together
     (a custom step does the whole update, as in `fit`)."""
@@ -397,67 +310,6 @@ def _check_minimized(model, *, loss, objective, step, init, optimizer, augment, 
     if optimizer is not None and not isinstance(optimizer, (Mapping, str, optax.GradientTransformation)):
         raise TypeError("optimizer: expected fdl.optim.make_optimizer keyword arguments such as {'name': 'adam'}, "
                         f"a name or an optax transformation, got {type(optimizer).__name__}")
-
-
-def _is_injected(node) -> bool:
-    return isinstance(node, optax.InjectStatefulHyperparamsState)
-
-
-def _varied_hyperparameters(members: Sequence[MemberSpec], fallback: dict) -> tuple[str, ...]:
-    """The names members set on a shared transformation; one only some set needs `fallback[name]`."""
-    names = sorted({n for m in members for n in m.hyperparams})
-    for name in names:
-        if not all(name in m.hyperparams for m in members) and fallback.get(name) is None:
-            raise ValueError(f"train_population: only some members set {name!r} — give every member a value"
-                             + (f" or set optimizer[{name!r}] for the others" if fallback else ""))
-    return tuple(names)
-
-
-def _several_models(state: TrainState) -> bool:
-    """Whether `state` holds several named models, each with its optimizer (`fdl.init_train_state`'s dicts)."""
-    return isinstance(state.opt_state, dict) and isinstance(state.params, dict) and \
-        set(state.opt_state) == set(state.params)
-
-
-def _set_member_hyperparameter(state: TrainState, name: str, value) -> TrainState:
-    """`state` with a member hyperparameter set: "learning_rate" in every optimizer state it holds,
-    "generator/learning_rate" in the "generator" model's only (a state of several models)."""
-    model_name, _, hyperparameter = name.rpartition("/")
-    if not model_name:
-        return state.replace(opt_state=set_hyperparameter(state.opt_state, name, value))
-    opt_state = dict(state.opt_state)
-    opt_state[model_name] = set_hyperparameter(opt_state[model_name], hyperparameter, value)
-    return state.replace(opt_state=opt_state)
-
-
-def _check_settable(state: TrainState, names: Sequence[str], members: Sequence[MemberSpec], fix: str) -> None:
-    """One-line error for a member hyperparameter that not every optimizer state in `state` injects.
-
-    `state` may hold shapes (`jax.eval_shape`). A name is set in every injected
-    state (`_set_member_hyperparameter`); with several models (`opt_state` a
-    dict by model name, as `fdl.init_train_state` makes it) each model's
-    optimizer must inject it, so none silently keeps its own value, and
-    "<model>/<name>" sets it in that model's optimizer only (a GAN's two rates).
-    """
-    several = _several_models(state)
-    for name in names:
-        index = next(i for i, m in enumerate(members) if name in m.hyperparams)
-        model_name, _, hyperparameter = name.rpartition("/")
-        if model_name and (not several or model_name not in state.opt_state):
-            models = f"its models are {sorted(state.opt_state)}" if several else "it holds one model"
-            raise ValueError(f"members[{index}].hyperparams[{name!r}]: the member's state has no model "
-                             f"{model_name!r} ({models}) — name one of them, or drop the prefix")
-        if model_name:
-            parts = [(model_name, state.opt_state[model_name])]
-        else:
-            parts = state.opt_state.items() if several else [(None, state.opt_state)]
-        for part_name, opt_state in parts:
-            injected = [node for node in jax.tree.leaves(opt_state, is_leaf=_is_injected) if _is_injected(node)]
-            if not injected or any(hyperparameter not in node.hyperparams for node in injected):
-                where = "the optimizer" if part_name is None else f"the {part_name!r} optimizer"
-                raise ValueError(f"members[{index}].hyperparams[{name!r}]: {where} of the member's state does not "
-                                 f"inject {hyperparameter!r} — {fix.format(name=hyperparameter)}, or drop it from "
-                                 "the members")
 
 
 def _input_shape(role: str, data, input_shape) -> tuple | dict:
@@ -561,7 +413,7 @@ class Population:
         self.loss = get_loss(loss) if objective is None and step is None else None
         self.batch_size, self.metric_names, self.augment = batch_size, tuple(metrics), augment
         self.strategy, self.max_members, self.eval_batch_size = strategy, max_members, eval_batch_size
-        # A dict alone is built per population, injecting only what its members vary (_base_optimizer).
+        # A dict alone is built per population, injecting only what its members vary (base_optimizer).
         # A user's step or init must update with the very transformation the states were made by: one
         # for every member, their values set in each state.
         self._per_population_optimizer = isinstance(self.optimizer, dict) and step is None and init is None
@@ -579,7 +431,7 @@ class Population:
         self._programs: dict = {}
 
     def _injection_fix(self) -> str:
-        """How to make a member hyperparameter `{name}` settable, for `_check_settable`'s error."""
+        """How to make a member hyperparameter `{name}` settable, for `check_settable`'s error."""
         if self.init is not None:
             where = "build init's optimizers with"
         elif isinstance(self.optimizer, dict):
@@ -626,7 +478,7 @@ class Population:
                  members: Sequence[MemberSpec]):
         """(init, epoch, strategy label) compiled for this input shape, injected names and layout.
 
-        `base`: the per-population optimizer arguments (`_base_optimizer`), or None
+        `base`: the per-population optimizer arguments (`base_optimizer`), or None
         for the shared transformation; `members` only name a culprit in errors.
         """
         key = (_shape_key(input_shape), names if base is None else json.dumps(base, sort_keys=True), per_device, validate)
@@ -645,19 +497,19 @@ class Population:
                 if not isinstance(shapes, TrainState):
                     raise TypeError(f"init: expected init(seed) -> fdl.TrainState (e.g. fdl.init_train_state("
                                     f"models, input_shapes, optimizers, seed)), got {type(shapes).__name__}")
-                _check_settable(shapes, names, members, self._injection_fix())
+                check_settable(shapes, names, members, self._injection_fix())
             epoch_fn = make_population_epoch(self.model, self.loss, tx, objective=self.objective,
                                              batch_size=self.batch_size, metrics=metrics, augment=self.augment,
                                              map_batch_size=map_batch_size,
                                              evaluator=self._evaluator(metrics) if validate else None,
                                              step=self.step, data_axis=self._data_axis)
             if self.mesh.size > 1:
-                epoch_fn = _shard(epoch_fn, self.mesh)
+                epoch_fn = shard_population(epoch_fn, self.mesh)
 
             def init_one(seed, member_values):
                 state = initial_state(seed)
                 for name in names:
-                    state = _set_member_hyperparameter(state, name, member_values[name])
+                    state = set_member_hyperparameter(state, name, member_values[name])
                 return state
 
             self._programs[key] = (jax.jit(jax.vmap(init_one)), jax.jit(epoch_fn),
@@ -678,14 +530,14 @@ class Population:
         data, val_batches, input_shape = self._splits(train, val, input_shape)
         n = num_examples(data)
         check_positive_int("batch_size", self.batch_size, maximum=n)
-        padded = _pad_members(members, self.mesh.shape[AXIS])
+        padded = pad_members(members, self.mesh.shape[AXIS])
         population, per_device = len(padded), len(padded) // self.mesh.shape[AXIS]
         if self._per_population_optimizer:
-            base = fallback = _base_optimizer(padded, self.optimizer)
+            base = fallback = base_optimizer(padded, self.optimizer)
             names = tuple(base["inject"])
         else:
             base, fallback = None, self.optimizer if isinstance(self.optimizer, dict) else {}
-            names = _varied_hyperparameters(padded, fallback)
+            names = varied_hyperparameters(padded, fallback)
         init, epoch_fn, strategy = self._program(input_shape, base, names, per_device, val is not None, members)
         seeds = jnp.asarray([m.seed for m in padded], jnp.int32)
         values = {n: jnp.asarray([m.hyperparams.get(n, fallback.get(n)) for m in padded], jnp.float32)
@@ -730,7 +582,7 @@ class Population:
             if book.keep.any():
                 kept_states = _select(jnp.asarray(book.keep), states, kept_states)
             if book.pending:
-                states = _with_hyperparameters(states, book.changed_hyperparameters())
+                states = with_hyperparameters(states, book.changed_hyperparameters())
             if on_epoch_end is not None:
                 for i in on_epoch_end(epoch + 1, logs[:len(members)], active[:len(members)].copy()):
                     if active[i]:

@@ -132,7 +132,8 @@ def from_run(run: LoadedRun) -> SavedModel:
         raise ValueError(f"run {str(run.run_dir.path)!r}: it trains several models ({', '.join(sorted(run.model))}) "
                          "— fdl saves and exports one model: pass that Layer and a TrainState of its own params")
     dataset = run.arguments.data.dataset
-    return SavedModel(run.model, run.state.params, run.state.model_state, tuple(dataset.feature_shape),
+    input_shape = run.require_one_input("fdl.save and fdl export")
+    return SavedModel(run.model, run.state.params, run.state.model_state, input_shape,
                       input_dtype_of(dataset.train.x), run.preprocessing,
                       None if dataset.class_names is None else tuple(map(str, dataset.class_names)),
                       model_spec(run.config), config_sha256(run.run_dir.config_text()))

@@ -47,7 +47,7 @@ import numpy as np
 
 from fdl.data.validate import check_example_tree  # moved to fdl.data: the loaders check pytrees too
 from fdl.data.validate import first_non_finite as _first_non_finite
-from fdl.nn.core import Layer, ShapeError
+from fdl.nn.core import Layer, ShapeError, as_shape
 
 __all__ = ["check_example_tree", "check_data", "check_examples", "check_model_input", "check_positive_int",
            "check_targets", "example_shape", "host_examples", "loss_name"]
@@ -99,13 +99,6 @@ def _size_fix(role: str, got: tuple, want: tuple, array: str = "x") -> str:
     return f"give {role} examples of shape {want}, like the training data"
 
 
-def _int_shape(input_shape):
-    """A per-example shape as a tuple of ints, or a dict name -> such a tuple (a dict of inputs)."""
-    if isinstance(input_shape, Mapping):
-        return {name: _int_shape(part) for name, part in input_shape.items()}
-    return tuple(int(d) for d in input_shape)
-
-
 def _is_shape(shape) -> bool:
     return isinstance(shape, tuple) and all(isinstance(d, int) for d in shape)
 
@@ -146,8 +139,8 @@ def host_examples(x):
 def example_shape(x):
     """The per-example shape of examples `x`: `x.shape[1:]`, or a dict of them for a dict of inputs."""
     if isinstance(x, Mapping):
-        return {name: _int_shape(np.shape(leaf)[1:]) for name, leaf in x.items()}
-    return _int_shape(np.shape(x)[1:])
+        return {name: as_shape(np.shape(leaf)[1:]) for name, leaf in x.items()}
+    return as_shape(np.shape(x)[1:])
 
 
 def _check_array_x(role: str, x, finite: bool) -> int:
@@ -308,9 +301,9 @@ def check_model_input(role: str, model: Layer, input_shape, *, expected_shape=No
       ValueError: the shapes (or a dict's keys) differ from `expected_shape`, a
         layer rejects the input (its own message is kept), or `params` do not fit.
     """
-    shape = _int_shape(input_shape)
+    shape = as_shape(input_shape)
     if expected_shape is not None:
-        _check_input_names(role, shape, _int_shape(expected_shape))
+        _check_input_names(role, shape, as_shape(expected_shape))
     try:
         out_shape, wanted = _abstract_init(model, shape)
     except KeyError as error:
