@@ -519,7 +519,7 @@ class Target(NamedTuple):
 
     @property
     def passed(self) -> bool:
-        return self.ratio >= self.threshold
+        return round(self.ratio, 3) >= self.threshold  # the figure shown, 3 decimals
 
 
 def reference_row(variants: list[Variant], results: dict, variant: Variant, family: str) -> Variant:

