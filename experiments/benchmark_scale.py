@@ -1,4 +1,6 @@
-"""Steps/s and achieved FLOP/s of `fdl.fit` against hand-written JAX for models of real size, on 1 device.
+"""Steps/s and achieved FLOP/s of `fdl.fit` against hand-written JAX for models of real size.
+
+On 1 device, and (`--devices N`) data-parallel and FSDP on a mesh of N devices.
 
 Two models, float32, the sizes of configs/resnet18.yaml and configs/gpt_small.yaml:
 
@@ -29,11 +31,29 @@ XLA's count, forward and backward and the optimizer). XLA counts a `lax.scan` bo
 per iteration, so the GPT's FLOPs are counted on its unrolled twin (`gpt(..., scan_layers=False)`,
 the same arithmetic), for both variants. A window is `--steps` steps (fdl: one
 epoch of that many batches); the table shows the best of `--windows` windows, its GFLOP/s
-(FLOPs per step x steps/s), and fdl's steps/s over hand's. Target (issue 14): fdl >= 0.95 x hand.
+(FLOPs per step x steps/s), and fdl's steps/s over hand's. Target (issue 14): fdl >= 0.95 x hand
+in every row.
+
+With `--devices N` each model also trains on a 1-D mesh of N devices, axis "data", the batch split
+over it, in two layouts:
+
+  data  params and optimizer state replicated: fdl `fit(mesh=mesh)`; hand: the same jitted scan
+        with the batches placed `NamedSharding(mesh, P(None, "data"))` and the carry replicated
+        (XLA's SPMD partitioner adds the gradient all-reduce)
+  fsdp  each param and optimizer-state array split over "data" along its largest axis that N
+        divides (replicated when none does): fdl `fit(mesh=mesh, shard_params="fsdp")`; hand: the
+        carry placed so and kept so in the scan (`with_sharding_constraint`), XLA's all-gathers and
+        reduce-scatters
+
+On a CPU the N devices are simulated (`--xla_force_host_platform_device_count`; the script starts
+itself again with the flag when jax sees fewer): they share its cores, so these rows show the cost
+of sharding, not a speed-up. Their FLOPs per step are the 1-device count (the same arithmetic), and
+hand's first loss on the mesh must equal its 1-device one.
 
 Run alone on the machine (a 2-core CPU: minutes):
   python experiments/benchmark_scale.py                  # both models, 3 steps a window, 3 windows
   python experiments/benchmark_scale.py --models gpt --steps 5 --windows 5
+  python experiments/benchmark_scale.py --devices 8      # + data-parallel and FSDP on 8 (simulated) devices
   python experiments/benchmark_scale.py --smoke          # seconds: width-reduced models, 2 steps; the
                                                          # twin's FLOPs counted before XLA optimises
 """
@@ -42,6 +62,9 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
+import subprocess
+import sys
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -49,6 +72,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import fdl
 
@@ -60,6 +84,7 @@ FULL = {"resnet18": {"batch": 128, "image": 32, "width": 64},
 SMOKE = {"resnet18": {"batch": 8, "image": 16, "width": 4},
          "gpt": {"batch": 4, "context": 32, "width": 32, "depth": 2, "heads": 2}}
 VOCAB, CLASSES = 256, 10
+SIMULATE = "--xla_force_host_platform_device_count"
 
 
 class Task(NamedTuple):
@@ -202,6 +227,37 @@ def gpt_task(sizes: dict, steps: int) -> Task:
 TASKS = {"resnet18": resnet_task, "gpt": gpt_task}
 
 
+# ---- layouts: 1 device, or a mesh of N with the state replicated (data) or split (fsdp) ---------
+
+class Layout(NamedTuple):
+    name: str  # "1 device", "data", "fsdp"
+    mesh: Mesh | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.mesh is None else f"{self.name} {self.mesh.size}"
+
+    @property
+    def shard_params(self) -> str | None:
+        return "fsdp" if self.name == "fsdp" else None
+
+
+def layouts(devices: int) -> list[Layout]:
+    if devices == 1:
+        return [Layout("1 device")]
+    mesh = Mesh(jax.local_devices()[:devices], ("data",))
+    return [Layout("1 device"), Layout("data", mesh), Layout("fsdp", mesh)]
+
+
+def hand_sharding(leaf, layout: Layout) -> NamedSharding:
+    """Replicated, or (fsdp) split over "data" along the leaf's largest axis that the mesh divides."""
+    shape, size = getattr(leaf, "shape", ()), layout.mesh.size
+    axes = [a for a in sorted(range(len(shape)), key=lambda a: -shape[a]) if shape[a] % size == 0]
+    if layout.name != "fsdp" or not axes:
+        return NamedSharding(layout.mesh, PartitionSpec())
+    return NamedSharding(layout.mesh, PartitionSpec(*("data" if a == axes[0] else None for a in range(len(shape)))))
+
+
 # ---- the two variants ---------------------------------------------------------------------------
 
 def hand_update(task: Task):
@@ -251,34 +307,48 @@ def first_steps(task: Task, reference: fdl.TrainState, compile_twin: bool = True
     return {"fdl": (float(logs["loss"]), counted), "hand": (float(hand_loss), counted)}
 
 
-def time_hand(task: Task, reference: fdl.TrainState, windows: int) -> list[float]:
-    """Seconds of each window: one jitted lax.scan over the batches, already cut and on the device."""
+def time_hand(task: Task, reference: fdl.TrainState, windows: int,
+              layout: Layout = Layout("1 device")) -> tuple[list[float], float]:
+    """(seconds of each window, the first step's loss): one jitted lax.scan over the batches,
+    already cut and on the device(s)."""
     steps = jax.tree.leaves(task.data)[0].shape[0] // task.batch_size
-    batches = jax.block_until_ready(jax.tree.map(
-        lambda leaf: leaf.reshape(steps, task.batch_size, *leaf.shape[1:]), task.data))
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def epoch(carry, batches):
-        return lax.scan(hand_update(task), carry, batches)
-
+    batches = jax.tree.map(lambda leaf: leaf.reshape(steps, task.batch_size, *leaf.shape[1:]), task.data)
     params, model_state = jax.tree.map(jnp.copy, (reference.params, reference.model_state))
-    carry, losses = epoch((params, model_state, task.hand_optimizer.init(params)), batches)  # compiles
-    jax.block_until_ready(losses)
+    carry = (params, model_state, task.hand_optimizer.init(params))
+    update, placed = hand_update(task), None
+    if layout.mesh is not None:
+        placed = jax.tree.map(lambda leaf: hand_sharding(leaf, layout), carry)
+        carry = jax.device_put(carry, placed)
+        batches = jax.device_put(batches, NamedSharding(layout.mesh, PartitionSpec(None, "data")))
+    batches = jax.block_until_ready(batches)
+
+    def step(carry, batch):
+        carry, loss = update(carry, batch)
+        return (carry if placed is None else lax.with_sharding_constraint(carry, placed)), loss
+
+    @functools.partial(jax.jit, donate_argnums=0, out_shardings=None if placed is None else (placed, None))
+    def epoch(carry, batches):
+        return lax.scan(step, carry, batches)
+
+    carry, losses = epoch(carry, batches)  # compiles
+    first_loss = float(losses[0])
     seconds = []
     for _ in range(windows):
         start = time.perf_counter()
         carry, losses = epoch(carry, batches)
         jax.block_until_ready(losses)
         seconds.append(time.perf_counter() - start)
-    return seconds
+    return seconds, first_loss
 
 
-def time_fdl(task: Task, reference: fdl.TrainState, windows: int) -> list[float]:
+def time_fdl(task: Task, reference: fdl.TrainState, windows: int,
+             layout: Layout = Layout("1 device")) -> list[float]:
     """Seconds of each window: epochs 2 .. windows + 1 of one `fdl.fit` call (see the docstring)."""
     # From the shared initial state (a copy: fit may donate it), as `fit(seed=SEED)` would start.
     _, history = fdl.fit(task.model, task.data, optimizer=task.fdl_optimizer, epochs=windows + 2,
                          batch_size=task.batch_size, seed=SEED, state=jax.tree.map(jnp.copy, reference),
-                         placement="device", verbose=0, **task.fit_arguments)
+                         placement="device", mesh=layout.mesh, shard_params=layout.shard_params, verbose=0,
+                         **task.fit_arguments)
     return [row["time_s"] for row in history[1:windows + 1]]
 
 
@@ -287,41 +357,52 @@ def loss_tolerance() -> float:
     return 1e-4 if jax.default_backend() == "cpu" else 2e-3
 
 
-def run_task(task: Task, steps: int, windows: int, compile_twin: bool = True) -> dict:
-    """{variant: {"steps_per_s", "flops_per_step", "first_loss"}}; raises when the losses disagree."""
+def run_task(task: Task, steps: int, windows: int, every: list[Layout], compile_twin: bool = True) -> dict:
+    """{layout label: {variant: {"steps_per_s", "flops_per_step", "first_loss"}}}; raises when the
+    first losses disagree (fdl vs hand on 1 device, hand on a mesh vs hand on 1 device)."""
     reference = fdl.init_train_state(task.model, task.input_shape, task.fdl_optimizer, SEED)
     first = first_steps(task, reference, compile_twin)
     (fdl_loss, _), (hand_loss, _) = first["fdl"], first["hand"]
     if not math.isclose(fdl_loss, hand_loss, rel_tol=loss_tolerance()):
         raise AssertionError(f"{task.name}: the first step's loss differs — fdl {fdl_loss:.7f}, "
                              f"hand {hand_loss:.7f}: the two are not the same model")
-    seconds = {}
-    for variant, timer in (("hand", time_hand), ("fdl", time_fdl)):
-        seconds[variant] = timer(task, reference, windows)
-        print(f"{task.name} {variant}: windows of {steps} steps took "
-              f"{', '.join(f'{s:.2f}' for s in seconds[variant])} s", flush=True)
-    return {variant: {"steps_per_s": steps / min(seconds[variant]), "flops_per_step": first[variant][1],
-                      "first_loss": first[variant][0]} for variant in ("hand", "fdl")}
+    results = {}
+    for layout in every:
+        seconds, hand_mesh_loss = time_hand(task, reference, windows, layout)
+        if not math.isclose(hand_mesh_loss, hand_loss, rel_tol=loss_tolerance()):
+            raise AssertionError(f"{task.name} {layout.label}: hand's first loss {hand_mesh_loss:.7f} differs "
+                                 f"from its 1-device {hand_loss:.7f}: the sharded step is not the same step")
+        seconds = {"hand": seconds, "fdl": time_fdl(task, reference, windows, layout)}
+        for variant, taken in seconds.items():
+            print(f"{task.name} {layout.label} {variant}: windows of {steps} steps took "
+                  f"{', '.join(f'{s:.2f}' for s in taken)} s", flush=True)
+        results[layout.label] = {variant: {"steps_per_s": steps / min(seconds[variant]),
+                                           "flops_per_step": first[variant][1], "first_loss": first[variant][0]}
+                                 for variant in ("hand", "fdl")}
+    return results
 
 
 # ---- report ---------------------------------------------------------------------------------------
 
-HEADER = f"{'model':<10}{'variant':<9}{'batch':>6}{'steps/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>10}{'fdl/hand':>10}"
+HEADER = (f"{'model':<10}{'layout':<10}{'variant':<9}{'batch':>6}{'steps/s':>10}{'GFLOP/step':>12}"
+          f"{'GFLOP/s':>10}{'fdl/hand':>10}")
 
 
 def report(results: dict, tasks: dict) -> list[str]:
     lines = [HEADER]
     verdicts = []
-    for name, rows in results.items():
-        ratio = round(rows["fdl"]["steps_per_s"] / rows["hand"]["steps_per_s"], 3)  # judged as shown
-        for variant in ("hand", "fdl"):
-            row = rows[variant]
-            gflop = row["flops_per_step"] / 1e9
-            shown = f"{ratio:.3f}x" if variant == "fdl" else "-"
-            lines.append(f"{name:<10}{variant:<9}{tasks[name].batch_size:>6}{row['steps_per_s']:>10.4f}"
-                         f"{gflop:>12.3f}{gflop * row['steps_per_s']:>10.3f}{shown:>10}")
-        verdicts.append(f"{'PASS' if ratio >= TARGET else 'FAIL'}  {name}: fdl/hand {ratio:.3f} "
-                        f"(target {TARGET:.2f})")
+    for name, by_layout in results.items():
+        for label, rows in by_layout.items():
+            ratio = round(rows["fdl"]["steps_per_s"] / rows["hand"]["steps_per_s"], 3)  # judged as shown
+            for variant in ("hand", "fdl"):
+                row = rows[variant]
+                gflop = row["flops_per_step"] / 1e9
+                shown = f"{ratio:.3f}x" if variant == "fdl" else "-"
+                lines.append(f"{name:<10}{label:<10}{variant:<9}{tasks[name].batch_size:>6}"
+                             f"{row['steps_per_s']:>10.4f}{gflop:>12.3f}{gflop * row['steps_per_s']:>10.3f}"
+                             f"{shown:>10}")
+            verdicts.append(f"{'PASS' if ratio >= TARGET else 'FAIL'}  {name} {label}: fdl/hand {ratio:.3f} "
+                            f"(target {TARGET:.2f})")
     return lines + [""] + verdicts
 
 
@@ -330,6 +411,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", default="resnet18,gpt", help="comma-separated: resnet18, gpt")
     parser.add_argument("--steps", type=int, default=3, help="steps per window (fdl: per epoch)")
     parser.add_argument("--windows", type=int, default=3, help="timed windows; the best is shown")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="N > 1: also data-parallel and FSDP rows on a mesh of N devices (simulated on a CPU)")
     parser.add_argument("--smoke", action="store_true",
                         help="width-reduced models, 2 steps, 1 window, the twin's FLOPs from its lowering")
     args = parser.parse_args(argv)
@@ -338,23 +421,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.models.split(",")) - set(TASKS)
     if unknown:
         parser.error(f"--models: unknown {sorted(unknown)}; valid: {', '.join(TASKS)}")
+    sizes = SMOKE if args.smoke else FULL
+    uneven = [f"{name} {sizes[name]['batch']}" for name in args.models.split(",") if sizes[name]["batch"] % args.devices]
+    if args.devices < 1 or uneven:
+        parser.error(f"--devices: expected a number >= 1 that divides each model's batch, got {args.devices} "
+                     f"(batches: {', '.join(uneven) or 'fine'})")
     return args
 
 
+def simulate_devices(argv: list[str], devices: int) -> int:
+    """Run this script again in a process whose CPU backend has `devices` devices (XLA reads the
+    flag once, at start-up); its exit status."""
+    if jax.default_backend() != "cpu" or SIMULATE in os.environ.get("XLA_FLAGS", ""):
+        sys.exit(f"--devices {devices}: jax sees {jax.local_device_count()} {jax.default_backend()} device(s); "
+                 f"run on a machine with {devices}, or ask for fewer")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {SIMULATE}={devices}".strip()
+    return subprocess.call([sys.executable, __file__, *argv], env={**os.environ, "XLA_FLAGS": flags})
+
+
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.devices > jax.local_device_count():
+        sys.exit(simulate_devices(argv, args.devices))
     sizes = SMOKE if args.smoke else FULL
     names = args.models.split(",")
     tasks = {name: TASKS[name](sizes[name], args.steps) for name in names}
     device = jax.devices()[0]
-    print(f"== benchmark_scale: 1 device ({device.platform}: {device.device_kind}), float32, "
-          f"{args.steps} steps a window, best of {args.windows}{' (smoke sizes)' if args.smoke else ''} ==")
+    print(f"== benchmark_scale: 1 device ({device.platform}: {device.device_kind})"
+          + (f" and meshes of {args.devices}" if args.devices > 1 else "")
+          + f", float32, {args.steps} steps a window, best of {args.windows}"
+          + f"{' (smoke sizes)' if args.smoke else ''} ==")
     results = {}
     for name, task in tasks.items():
         start = time.perf_counter()
-        results[name] = run_task(task, args.steps, args.windows, compile_twin=not args.smoke)
-        print(f"{name}: first-step loss fdl {results[name]['fdl']['first_loss']:.6f}, hand "
-              f"{results[name]['hand']['first_loss']:.6f}; {time.perf_counter() - start:.0f} s", flush=True)
+        results[name] = run_task(task, args.steps, args.windows, layouts(args.devices), compile_twin=not args.smoke)
+        first = results[name]["1 device"]
+        print(f"{name}: first-step loss fdl {first['fdl']['first_loss']:.6f}, hand "
+              f"{first['hand']['first_loss']:.6f}; {time.perf_counter() - start:.0f} s", flush=True)
     print("\n".join(report(results, tasks)))
 
 

@@ -210,19 +210,24 @@ def check_checkpoint(stdout: str) -> None:
     assert re.fullmatch(r"\s+\(target <= 5%: (PASS|MISS)\)", rows["every epoch"][5]), stdout  # one save: the target
 
 
-SCALE_ROW = re.compile(rf"^(resnet18|gpt)\s+(hand|fdl)\s+(\d+)\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER}x|-)$",
-                       re.M)
+SCALE_ROW = re.compile(rf"^(resnet18|gpt)\s+(1 device|data 2|fsdp 2)\s+(hand|fdl)\s+(\d+)\s+({NUMBER})\s+({NUMBER})"
+                       rf"\s+({NUMBER})\s+({NUMBER}x|-)$", re.M)
+SCALE_LAYOUTS = ("1 device", "data 2", "fsdp 2")  # the smoke's --devices 2
 
 
 def check_scale(stdout: str) -> None:
-    rows = {(m[1], m[2]): m for m in SCALE_ROW.finditer(stdout)}
-    assert set(rows) == {(model, variant) for model in ("resnet18", "gpt") for variant in ("hand", "fdl")}, stdout
-    for (model, variant), row in rows.items():
-        positive(row[3]), positive(row[4]), positive(row[5]), positive(row[6])
-        assert (row[7] == "-") == (variant == "hand"), row[0]
-    for match in targets(stdout, 2, rf"(resnet18|gpt): fdl/hand ({NUMBER}) \(target 0\.95\)"):
-        ratio = positive(match[3])
-        assert rows[match[2], "fdl"][7] == f"{match[3]}x" and (match[1] == "PASS") == (ratio >= 0.95), match[0]
+    rows = {(m[1], m[2], m[3]): m for m in SCALE_ROW.finditer(stdout)}
+    assert set(rows) == {(model, layout, variant) for model in ("resnet18", "gpt") for layout in SCALE_LAYOUTS
+                         for variant in ("hand", "fdl")}, stdout
+    for (model, layout, variant), row in rows.items():
+        positive(row[4]), positive(row[5]), positive(row[6]), positive(row[7])
+        assert (row[8] == "-") == (variant == "hand"), row[0]
+        # the mesh rows take the 1-device FLOPs count: the same arithmetic
+        assert row[6] == rows[model, "1 device", variant][6], row[0]
+    for match in targets(stdout, 6, rf"(resnet18|gpt) ({'|'.join(SCALE_LAYOUTS)}): fdl/hand ({NUMBER}) "
+                                    r"\(target 0\.95\)"):
+        ratio = positive(match[4])
+        assert rows[match[2], match[3], "fdl"][8] == f"{match[4]}x" and (match[1] == "PASS") == (ratio >= 0.95), match[0]
 
 
 OVERHEAD_ROW = re.compile(rf"^(pure|fit|train)\s+({NUMBER})\s+\+?({NUMBER})%$", re.M)
@@ -277,7 +282,7 @@ SCRIPTS = {
     "benchmark_grain": Smoke(check_grain),
     "benchmark_overhead": Smoke(check_overhead),
     "benchmark_population": Smoke(check_population),
-    "benchmark_scale": Smoke(check_scale),
+    "benchmark_scale": Smoke(check_scale, ("--devices", "2")),
     "benchmark_serve": Smoke(check_serve),
     "benchmark_sweep": Smoke(check_sweep),
     "char_gpt": Covered("tests/test_char_gpt.py::test_a_short_run_beats_the_unigram_model",
