@@ -368,11 +368,11 @@ def run_task(task: Task, steps: int, windows: int, every: list[Layout], compile_
                              f"hand {hand_loss:.7f}: the two are not the same model")
     results = {}
     for layout in every:
-        seconds, hand_mesh_loss = time_hand(task, reference, windows, layout)
+        hand_seconds, hand_mesh_loss = time_hand(task, reference, windows, layout)
         if not math.isclose(hand_mesh_loss, hand_loss, rel_tol=loss_tolerance()):
             raise AssertionError(f"{task.name} {layout.label}: hand's first loss {hand_mesh_loss:.7f} differs "
                                  f"from its 1-device {hand_loss:.7f}: the sharded step is not the same step")
-        seconds = {"hand": seconds, "fdl": time_fdl(task, reference, windows, layout)}
+        seconds = {"hand": hand_seconds, "fdl": time_fdl(task, reference, windows, layout)}
         for variant, taken in seconds.items():
             print(f"{task.name} {layout.label} {variant}: windows of {steps} steps took "
                   f"{', '.join(f'{s:.2f}' for s in taken)} s", flush=True)
@@ -421,8 +421,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.models.split(",")) - set(TASKS)
     if unknown:
         parser.error(f"--models: unknown {sorted(unknown)}; valid: {', '.join(TASKS)}")
-    sizes = SMOKE if args.smoke else FULL
-    uneven = [f"{name} {sizes[name]['batch']}" for name in args.models.split(",") if sizes[name]["batch"] % args.devices]
+    args.sizes = SMOKE if args.smoke else FULL
+    uneven = [f"{name} {args.sizes[name]['batch']}" for name in args.models.split(",")
+              if args.sizes[name]["batch"] % args.devices]
     if args.devices < 1 or uneven:
         parser.error(f"--devices: expected a number >= 1 that divides each model's batch, got {args.devices} "
                      f"(batches: {', '.join(uneven) or 'fine'})")
@@ -444,9 +445,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.devices > jax.local_device_count():
         sys.exit(simulate_devices(argv, args.devices))
-    sizes = SMOKE if args.smoke else FULL
-    names = args.models.split(",")
-    tasks = {name: TASKS[name](sizes[name], args.steps) for name in names}
+    tasks = {name: TASKS[name](args.sizes[name], args.steps) for name in args.models.split(",")}
+    every = layouts(args.devices)
     device = jax.devices()[0]
     print(f"== benchmark_scale: 1 device ({device.platform}: {device.device_kind})"
           + (f" and meshes of {args.devices}" if args.devices > 1 else "")
@@ -455,7 +455,7 @@ def main(argv=None) -> None:
     results = {}
     for name, task in tasks.items():
         start = time.perf_counter()
-        results[name] = run_task(task, args.steps, args.windows, layouts(args.devices), compile_twin=not args.smoke)
+        results[name] = run_task(task, args.steps, args.windows, every, compile_twin=not args.smoke)
         first = results[name]["1 device"]
         print(f"{name}: first-step loss fdl {first['fdl']['first_loss']:.6f}, hand "
               f"{first['hand']['first_loss']:.6f}; {time.perf_counter() - start:.0f} s", flush=True)
