@@ -53,6 +53,8 @@ def Dropout(rate: float, *, broadcast_axes: tuple[int, ...] = ()) -> Layer:
             return x, state
         if key is None:
             raise ValueError(NO_KEY_MESSAGE)
+        if rate == 0:  # the identity: no random bits drawn (they cost as much as a matmul on a CPU)
+            return x, state
         keep = jax.random.bernoulli(key, keep_prob, mask_shape(x.shape, broadcast_axes))
         return jnp.where(keep, x / keep_prob, jnp.zeros_like(x)), state
 
